@@ -1,0 +1,5 @@
+import sys
+
+from edgefss.cli import main
+
+sys.exit(main())

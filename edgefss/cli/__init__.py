@@ -1,0 +1,65 @@
+"""`edgefss` command line: one verb per module in this package, imported lazily.
+
+Each verb module defines `add_arguments(parser)` and `run(args) -> int`. Verb modules must not
+import torch at import time, so `edgefss predict` and `edgefss doctor` work on a torch-free device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgefss._version import __version__
+from edgefss.errors import EdgeFSSError
+
+VERBS = {
+    "export": ("edgefss.cli.export", "export TLG/CST to a verified ONNX/OpenVINO/TensorRT bundle (FP32/FP16/INT8)"),
+    "predict": ("edgefss.cli.predict", "segment query images with a bundle, given support images + class names"),
+    "eval": ("edgefss.cli.evaluate", "few-shot evaluation (mIoU, FB-IoU, 0/1 exact ratio) on a dataset"),
+    "train": ("edgefss.cli.train", "episodic training of the TLG/CST heads (frozen backbones)"),
+    "demo": ("edgefss.cli.demo", "camera/video/folder app: live overlays with a bundle (torch-free)"),
+    "doctor": ("edgefss.cli.doctor", "what is installed and what each missing piece would enable"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefss", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgefss {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (mod, help_) in VERBS.items():
+        p = sub.add_parser(verb, help=help_, description=help_)
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            p.set_defaults(_missing=verb)
+            continue
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", None):
+        print(f"edgefss {args._missing}: not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except EdgeFSSError as exc:
+        # User errors get one clear line, not a traceback from deep inside a backend.
+        print(f"edgefss {args.verb}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"edgefss {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
