@@ -1,0 +1,99 @@
+"""Training episodes from (image, mask, class) records.
+
+Each episode: one query and K supports of a class. For CST (FS-CS), with probability 1/2 the
+support class differs from the query's, so the classification head sees absent classes too
+(spec §3.4: p[query_class] = 1/2). Images go through `edgefss.transforms` (the one
+preprocessing), masks are nearest-resized to the input size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edgefss.config import PreprocessCfg
+from edgefss.errors import InputError
+from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask
+
+
+@dataclass(frozen=True)
+class Record:
+    """One annotated image: `mask` is a binary PNG path (or None for image-level labels only)."""
+
+    image: str
+    mask: str | None
+    cls: str
+
+
+class EpisodeDataset(Dataset):
+    """Seeded episodes over records.
+
+    Item dict (tensors):
+        query (3,S,S) float32; query_mask (S,S) int64 {0,1} (zeros when the class is absent or
+        no mask is known; `has_mask` says which); support (K,3,S,S); support_mask (K,S,S) float32;
+        present () float32 1/0; cls_idx () int64; has_mask () bool.
+    """
+
+    def __init__(self, records, length: int, shots: int = 1, imgsz: int = 400, p_absent: float = 0.0,
+                 seed: int = 0, cfg: PreprocessCfg | None = None):
+        self.by_cls = defaultdict(list)
+        for r in records:
+            self.by_cls[r.cls].append(r)
+        self.classes = sorted(c for c, v in self.by_cls.items() if len(v) >= shots + 1)
+        if not self.classes:
+            raise InputError(f"training data: no class has at least {shots + 1} images (need query + {shots} supports)")
+        self.length, self.shots, self.p_absent, self.seed = length, shots, p_absent, seed
+        self.cfg = cfg or PreprocessCfg(imgsz=imgsz)
+        self._cache: dict = {}
+
+    def __len__(self):
+        return self.length
+
+    def _load(self, rec: Record):
+        key = rec.image
+        if key not in self._cache:
+            S = self.cfg.imgsz
+            img = normalize(resize_image(load_image(rec.image, "training image"), S), self.cfg)[0]
+            if rec.mask is not None:
+                m = resize_mask(load_mask(rec.mask, "training mask"), (S, S)).astype(np.float32)
+            else:
+                m = None
+            self._cache[key] = (img, m)
+        return self._cache[key]
+
+    def __getitem__(self, idx):
+        rng = np.random.default_rng((self.seed, idx))
+        qcls = self.classes[rng.integers(len(self.classes))]
+        pool = self.by_cls[qcls]
+        pick = rng.choice(len(pool), self.shots + 1, replace=False)
+        query = pool[pick[0]]
+        present = True
+        if self.p_absent > 0 and len(self.classes) > 1 and rng.random() < self.p_absent:
+            others = [c for c in self.classes if c != qcls]
+            scls = others[rng.integers(len(others))]
+            spool = self.by_cls[scls]
+            sup = [spool[i] for i in rng.choice(len(spool), self.shots, replace=len(spool) < self.shots)]
+            present = False
+        else:
+            scls = qcls
+            sup = [pool[i] for i in pick[1:]]
+        qi, qm = self._load(query)
+        S = self.cfg.imgsz
+        has_mask = qm is not None
+        qm = np.zeros((S, S), np.float32) if (qm is None or not present) else qm
+        simgs, smasks = zip(*[self._load(r) for r in sup])
+        smasks = [m if m is not None else np.ones((S, S), np.float32) for m in smasks]
+        return {
+            "query": torch.from_numpy(qi),
+            "query_mask": torch.from_numpy(qm).long(),
+            "support": torch.from_numpy(np.stack(simgs)),
+            "support_mask": torch.from_numpy(np.stack(smasks)),
+            "present": torch.tensor(float(present)),
+            "cls_idx": torch.tensor(self.classes.index(scls)),
+            "cls_name": scls,
+            "has_mask": torch.tensor(has_mask),
+        }
