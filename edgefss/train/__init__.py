@@ -1,5 +1,13 @@
-"""Episodic meta-training of the TLG / CST heads (frozen backbones), single process or DDP."""
+"""Episodic meta-training of the TLG / CST heads (frozen backbones), single process or DDP.
 
-from edgefss.train.loop import TrainCfg, train
+`edgefss.train.records` is torch-free; the loop (`TrainCfg`, `train`) needs torch and is
+imported lazily.
+"""
 
-__all__ = ["TrainCfg", "train"]
+
+def __getattr__(name):
+    if name in ("TrainCfg", "train"):
+        from edgefss.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(name)

@@ -9,24 +9,14 @@ preprocessing), masks are nearest-resized to the input size.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from edgefss.config import PreprocessCfg
 from edgefss.errors import InputError
+from edgefss.train.records import Record  # noqa: F401  (re-exported)
 from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask
-
-
-@dataclass(frozen=True)
-class Record:
-    """One annotated image: `mask` is a binary PNG path (or None for image-level labels only)."""
-
-    image: str
-    mask: str | None
-    cls: str
 
 
 class EpisodeDataset(Dataset):

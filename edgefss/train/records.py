@@ -9,10 +9,20 @@ recursively. Torch-free.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgefss.errors import InputError
-from edgefss.train.episodes import Record
+
+
+@dataclass(frozen=True)
+class Record:
+    """One annotated image: `mask` is a binary PNG path (or None for image-level labels only)."""
+
+    image: str
+    mask: str | None
+    cls: str
+
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
