@@ -1,0 +1,39 @@
+// Fused head-wise cosine correlation, the native twin of edgefss.ops.reference.cosine_correlation.
+//
+// One call covers a list of layers that may differ in shape (TLG: 13 ResNet-50 layers; CST: the
+// 12 ViT layers stacked as one layer with P = B*12). For each layer (C-contiguous):
+//   q     (P, C, Nq)   query features
+//   s     (P, C, Ns)   support features
+//   mask  (P, Ns)      optional support weights (nullptr = none), multiplied into s
+//   out   (P, heads, Nq, Ns)
+//   out[p,h,i,j] = <q_h[:,i], m_j s_h[:,j]> / ((|q_h[:,i]| + eps)(|m_j s_h[:,j]| + eps)),
+//   optionally max(., clamp_min); q_h/s_h = channels [h*C/heads, (h+1)*C/heads).
+// The norms are folded into the output tile as per-row/per-column scales, so no normalised
+// copy of q or s is ever made: the only memory beyond `out` is O(P*heads*(Nq+Ns)).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace edgefss {
+
+template <typename T>
+struct CorrLayer {
+  const T* q;
+  const T* s;
+  const T* mask;  // nullable
+  T* out;
+  int64_t P, C, Nq, Ns;
+};
+
+template <typename T>
+void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, bool clamp, double clamp_min,
+                            double eps);
+
+#ifdef EDGEFSS_WITH_CUDA
+// float32 only; the layer pointers are HOST memory (copied to and from the current device).
+void cosine_correlation_cuda(const std::vector<CorrLayer<float>>& layers, int heads, bool clamp, double clamp_min,
+                             double eps);
+#endif
+
+}  // namespace edgefss

@@ -1,0 +1,55 @@
+"""`edgefss export`: model -> verified bundle (ONNX Runtime / OpenVINO / TensorRT, FP32/FP16/INT8).
+
+Torch is imported only when the verb runs, so `edgefss --help` works on a torch-free device.
+Every flag maps 1:1 onto `edgefss.exporters.export(...)`; unset flags take the --target
+recipe's value, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=["tlg", "cst"], default=None, help="model to export (default tlg)")
+    p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
+    p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
+                   help="target runtime (default onnxruntime)")
+    p.add_argument("--int8", action="store_const", const=True, default=None,
+                   help="post-training INT8 with calibration and the accuracy gate")
+    p.add_argument("--calib", default=None, metavar="DIR",
+                   help="calibration images (index.csv, PerSeg or class-folder layout; default: ../shared/data mix)")
+    p.add_argument("--fp16", action="store_const", const=True, default=None,
+                   help="FP16 (openvino, tensorrt; with --int8 only on tensorrt)")
+    p.add_argument("--imgsz", type=int, default=None, help="square input size (default 400)")
+    p.add_argument("--out", default=None, metavar="DIR", help="bundle directory (default <model>_<imgsz>_<backend>_<precision>)")
+    p.add_argument("--target", default=None, metavar="RECIPE", help="recipe name from export/*.json, e.g. openvino-cpu-int8")
+    p.add_argument("--force", action="store_const", const=True, default=None,
+                   help="write an INT8 bundle even when the accuracy gate fails (with a warning)")
+    p.add_argument("--clip-checkpoint", default=None, help="CLIP ViT-B/32 weights for the TLG text table")
+    p.add_argument("--calib-episodes", type=int, default=None, help="calibration episodes (default 24)")
+    p.add_argument("--gate-episodes", type=int, default=None, help="held-out episodes for the INT8 gate (default 8)")
+    p.add_argument("--verify-episodes", type=int, default=None, help="real episodes for the FP32 check (default 2)")
+    p.add_argument("--agreement", type=float, default=None, help="INT8 gate: minimum mask IoU agreement (default 0.95)")
+    p.add_argument("--shots", type=int, default=None, help="supports per calibration episode (default 1)")
+    p.add_argument("--list-targets", action="store_true", help="print the recipe names and exit")
+
+
+def run(args) -> int:
+    from edgefss.exporters.options import RECIPE_DIR, list_recipes, load_recipe
+
+    if args.list_targets:
+        import json
+
+        for name in list_recipes():
+            desc = json.loads((RECIPE_DIR / f"{name}.json").read_text()).get("description", "")
+            print(f"{name}: {json.dumps(load_recipe(name))}\n    {desc}")
+        return 0
+    from edgefss.exporters import export
+
+    export(model=args.model, checkpoint=args.checkpoint, backend=args.backend, int8=args.int8, calib=args.calib,
+           fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force,
+           clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
+           gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
+           shots=args.shots)
+    return 0

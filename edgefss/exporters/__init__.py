@@ -1,0 +1,43 @@
+"""Export TLG / CST to verified bundles (torch side).
+
+`export(model="tlg", ...) -> Path` mirrors `edgefss export` flag for flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgefss.exporters.options import ExportOptions, list_recipes, resolve
+
+__all__ = ["export", "ExportOptions", "list_recipes"]
+
+
+def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
+           out=None, target=None, force=None, clip_checkpoint=None, calib_episodes=None,
+           gate_episodes=None, verify_episodes=None, agreement=None, shots=None, log=print) -> Path:
+    """Export a model to a bundle directory; same options as `edgefss export`.
+
+    Args:
+        model: 'tlg' (default) or 'cst'. checkpoint: weights file (None: random init, said loudly).
+        backend: 'onnxruntime' (default) | 'openvino' | 'tensorrt'.
+        int8: post-training INT8 with the accuracy gate; calib: folder of calibration images
+            (default: the ../shared/data mix). fp16: FP16 (openvino, tensorrt only).
+        imgsz: square input size (400). out: bundle directory (default <model>_<imgsz>_<backend>_<precision>).
+        target: recipe name in export/ (its options must not conflict with explicit ones).
+        force: write an INT8 bundle even when the gate fails. clip_checkpoint: CLIP weights for
+            the TLG text table. calib_episodes / gate_episodes / verify_episodes: episode counts;
+            agreement: gate threshold (0.95); shots: supports per episode.
+        log: where progress lines go.
+    Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
+    raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
+
+    Returns:
+        Path of the committed bundle.
+    """
+    from edgefss.exporters.core import run_export
+
+    opts = resolve(model=model, checkpoint=checkpoint, backend=backend, int8=int8, calib=calib, fp16=fp16,
+                   imgsz=imgsz, out=out, target=target, force=force, clip_checkpoint=clip_checkpoint,
+                   calib_episodes=calib_episodes, gate_episodes=gate_episodes,
+                   verify_episodes=verify_episodes, agreement=agreement, shots=shots)
+    return run_export(opts, log=log)

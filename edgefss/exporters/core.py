@@ -1,0 +1,281 @@
+"""The export pipeline: torch -> checked ONNX -> verified -> (INT8 + gate) -> backend -> bundle.
+
+Nothing is written to the output directory until every step passed: graphs are staged in a
+temporary folder and the bundle is committed atomically by `edgefss.bundle.BundleWriter`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from edgefss.bundle import BundleWriter
+from edgefss.config import PreprocessCfg
+from edgefss.errors import BackendUnavailableError, InputError, StateError, require
+from edgefss.exporters import tensorrt_engine
+from edgefss.exporters.graphs import ModelGraphs, load_graphs
+from edgefss.exporters.onnx_export import OPSET, export_graph, io_signature
+from edgefss.exporters.options import ExportOptions, as_dict
+from edgefss.exporters.verify import format_verification, verify_graphs
+from edgefss.quant.episodes import default_calib_folders, find_episodes
+from edgefss.quant.feeds import FeedBuilder
+from edgefss.quant.gate import format_sensitivity, node_groups
+from edgefss.quant.pipeline import calibration_feeds, compare_pipelines
+from edgefss.quant.runners import ort_runner, ov_runner
+
+MIN_CALIB_IMAGES = 32  # below this the ranges are likely unrepresentative: warn loudly
+SENSITIVITY_GROUPS = 8  # largest node groups re-quantized per graph when the gate fails
+EXT = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".plan"}
+
+
+def _check_backend(o: ExportOptions) -> None:
+    """Fail before minutes of work when the backend's packages are missing."""
+    if o.backend == "tensorrt" and not tensorrt_engine.available():
+        raise BackendUnavailableError(
+            "TensorRT is not installed on this machine, so --backend tensorrt cannot build .plan engines. "
+            "Everything else works: use --backend onnxruntime (add --int8 for the QDQ ONNX TensorRT consumes) "
+            "or --backend openvino, and build the engine on the target (pip install tensorrt, or JetPack on Jetson)."
+        )
+    if o.backend == "openvino":
+        require("openvino", "the openvino backend")
+        if o.int8:
+            require("nncf", "OpenVINO INT8 (--backend openvino --int8)")
+
+
+def _episodes(o: ExportOptions, log):
+    """(verification episodes, calibration episodes, held-out gate episodes)."""
+    default = None
+    try:
+        default = default_calib_folders()
+    except InputError:
+        pass
+    calib_folders = [Path(o.calib)] if o.calib else default
+    verify_src = default or calib_folders
+    if verify_src is None:
+        raise InputError("verification needs real images: ../shared/data is missing; pass --calib DIR")
+    verify = find_episodes(verify_src, o.verify_episodes, shots=o.shots, seed=1)
+    if not o.int8:
+        return verify, [], []
+    if calib_folders is None:
+        raise InputError("--int8 needs calibration images: pass --calib DIR (no default data found)")
+    eps = find_episodes(calib_folders, o.calib_episodes + o.gate_episodes, shots=o.shots, seed=0)
+    if len(eps) < o.gate_episodes + 2:
+        raise InputError(
+            f"--calib: only {len(eps)} episodes could be drawn from {[str(f) for f in calib_folders]}; "
+            f"need at least {o.gate_episodes + 2} ({o.gate_episodes} held out for the accuracy gate)"
+        )
+    calib, gate = eps[:-o.gate_episodes], eps[-o.gate_episodes:]
+    n_img = len(calib) * (o.shots + 1)
+    src = "--calib " + o.calib if o.calib else "default mix of " + ", ".join(f.name for f in calib_folders)
+    log(f"calibration: {len(calib)} episodes ({n_img} images, {len({e.cls for e in calib})} classes) from {src}; "
+        f"{len(gate)} held-out episodes for the gate")
+    if n_img < MIN_CALIB_IMAGES:
+        warnings.warn(f"INT8 calibration uses only {n_img} images (< {MIN_CALIB_IMAGES}); scales may not "
+                      "represent deployment data: pass --calib with more images of your classes", stacklevel=2)
+    return verify, calib, gate
+
+
+def _text_table(o: ExportOptions, episodes: list):
+    from edgefss.text.table import build_text_table, default_classes
+
+    names = list(dict.fromkeys(default_classes() + sorted({e.cls for e in episodes})))
+    with warnings.catch_warnings():
+        if o.clip_checkpoint is None:
+            warnings.simplefilter("ignore")  # said once below, in the export log and the manifest
+        return build_text_table(names, clip_checkpoint=o.clip_checkpoint)
+
+
+def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: dict | None = None) -> tuple:
+    from edgefss.quant.ort_int8 import quantize_onnx
+
+    paths, info = {}, {}
+    for name in ("encoder", "head"):
+        paths[name] = work / f"{name}.int8.onnx"
+        info[name] = quantize_onnx(fp32[name], paths[name], feeds[name], keep_last=(name != "encoder"),
+                                   extra_exclude=tuple((extra or {}).get(name, ())),
+                                   cache_path=work / f"{name}.calib.json", label=f"calibrating {name}")
+    return paths, info
+
+
+def _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, log) -> list:
+    """Re-quantize keeping one node group (module prefix) float at a time; agreement per group."""
+    onnx = require("onnx", "the sensitivity report")
+    rows = []
+    eps = gate_eps[: min(4, len(gate_eps))]
+    for name in ("encoder", "head"):
+        groups = node_groups(onnx.load(str(fp32[name]), load_external_data=False))
+        big = sorted(groups.items(), key=lambda kv: -len(kv[1]))[:SENSITIVITY_GROUPS]
+        for gname, nodes in big:
+            paths, _ = _quantize_ort(mg, fp32, feeds, work / "sens", {name: nodes})
+            r = compare_pipelines(builder, ref, (ort_runner(paths["encoder"]), ort_runner(paths["head"])),
+                                  eps, threshold, label=f"sensitivity {name}{gname}")
+            rows.append((f"{name}:{gname}", len(nodes), r.agreement))
+    log(format_sensitivity(rows))
+    return rows
+
+
+def _bytes(paths) -> int:
+    return sum(Path(p).stat().st_size for p in paths)
+
+
+def run_export(o: ExportOptions, log=print) -> Path:
+    """Run a validated export (see `edgefss.exporters.export`). Returns the bundle directory."""
+    t0 = time.time()
+    _check_backend(o)
+    verify_eps, calib_eps, gate_eps = _episodes(o, log)
+    mg = load_graphs(o.model, o.checkpoint, o.imgsz)
+    if mg.random_init:
+        log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
+            "toolchain, not model accuracy)")
+    pre = PreprocessCfg(imgsz=o.imgsz)
+    table = _text_table(o, verify_eps + calib_eps + gate_eps) if o.model == "tlg" else None
+    builder = FeedBuilder(o.model, pre, mg.graphs["head"].inputs, table)
+    out = Path(o.out or o.default_out())
+    manifest_q, manifest_gate, sizes = None, None, {}
+    with tempfile.TemporaryDirectory(prefix="edgefss-export-") as tmp, BundleWriter(out) as w:
+        work = Path(tmp)
+        examples = mg.example_inputs(2)
+        fp32 = {}
+        for name, g in mg.graphs.items():
+            fp32[name] = _stage_graph(g, examples[name], work / f"{name}.onnx")
+            log(f"exported {name}.onnx (opset {OPSET}, onnx.checker OK, {fp32[name].stat().st_size / 2**20:.1f} MiB)")
+        sizes["fp32"] = _bytes(fp32.values())
+        ref = {n: ort_runner(p) for n, p in fp32.items()}
+        observed = {}  # concrete shapes for the manifest, from one run on the example inputs
+        for n in fp32:
+            ex = {k: v.numpy() for k, v in examples[n].items()}
+            observed[n] = {**{k: v.shape for k, v in ex.items()}, **{k: v.shape for k, v in ref[n](ex).items()}}
+        ver = verify_graphs(mg, ref, builder, verify_eps, label="onnxruntime")
+        log(format_verification(ver))
+        if not ver["passed"]:
+            raise StateError(f"export verification failed (worst max-abs {ver['max_abs_worst']:g} > "
+                             f"{ver['atol']:g}); bundle not written")
+        verification = {"onnxruntime_fp32": ver}
+        graphs_src = dict(fp32)
+        if o.int8:
+            enc_f, head_f = calibration_feeds(builder, ref["encoder"], ref["head"], calib_eps)
+            feeds = {"encoder": enc_f, "head": head_f}
+            if o.backend == "openvino":
+                from edgefss.quant.nncf_int8 import quantize_ov
+                from edgefss.quant.ort_int8 import last_layers
+
+                qinfo = {}
+                for name in ("encoder", "head"):
+                    ign = [] if name == "encoder" else last_layers(require("onnx", "INT8").load(str(fp32[name])))
+                    graphs_src[name] = work / f"{name}.int8.xml"
+                    qinfo[name] = quantize_ov(fp32[name], graphs_src[name], feeds[name],
+                                              transformer=(o.model == "cst"), ignored=ign)
+                test = (ov_runner(graphs_src["encoder"]), ov_runner(graphs_src["head"]))
+                method = "openvino nncf"
+            else:
+                qpaths, qinfo = _quantize_ort(mg, fp32, feeds, work)
+                graphs_src.update(qpaths)
+                test = (ort_runner(qpaths["encoder"]), ort_runner(qpaths["head"]))
+                method = "onnxruntime quantize_static QDQ S8S8 per-channel symmetric, MinMax"
+            gate = compare_pipelines(builder, (ref["encoder"], ref["head"]), test, gate_eps, o.agreement)
+            log(gate.summary())
+            manifest_gate = gate.to_dict()
+            if not gate.passed:
+                if o.backend != "openvino":
+                    manifest_gate["sensitivity"] = _sensitivity(
+                        mg, fp32, feeds, work, builder, (ref["encoder"], ref["head"]), gate_eps, o.agreement, log)
+                else:
+                    log("(per-layer sensitivity is computed on the ONNX Runtime path: re-run with "
+                        "--backend onnxruntime --int8 to list the sensitive layers)")
+                if not o.force:
+                    raise StateError(
+                        f"INT8 accuracy gate failed: mask IoU agreement {gate.agreement:.4f} < {o.agreement}; "
+                        "bundle not written. Add calibration images of your classes (--calib), keep the "
+                        "sensitive layers above in float, or pass --force to write it anyway"
+                    )
+                warnings.warn(f"--force: writing an INT8 bundle that FAILED the accuracy gate "
+                              f"(agreement {gate.agreement:.4f} < {o.agreement})", stacklevel=2)
+            manifest_q = {"method": method, "calibration": {
+                "source": o.calib or "default: " + ", ".join(f.name for f in default_calib_folders()),
+                "episodes": len(calib_eps), "images": len(calib_eps) * (o.shots + 1), "shots": o.shots},
+                "graphs": qinfo, "float_graphs": [n for n in mg.graphs if n not in ("encoder", "head")]}
+        files = _stage_backend(o, mg, graphs_src, fp32, w, verification, builder, verify_eps, log)
+        sizes["bundle"] = _bytes(w.path(f) for f in files)
+        if table is not None:
+            table.save(w.path("text_table.npz"))
+        manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table)
+        w.commit(manifest)
+    dt = time.time() - t0
+    total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    log(f"bundle written: {out} ({total / 2**20:.1f} MiB; FP32 graphs {sizes['fp32'] / 2**20:.1f} MiB) "
+        f"in {dt:.1f} s")
+    log(f"next: edgefss predict --bundle {out} --support IMG --support-mask MASK --class NAME --query IMG")
+    return out
+
+
+def _stage_graph(g, example, path) -> Path:
+    return export_graph(g, example, path)
+
+
+def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) -> list:
+    """Write each graph in the backend's format into the bundle; verify FP32/FP16 backends."""
+    files = []
+    runners = {}
+    for name in mg.graphs:
+        s = Path(src[name])
+        if o.backend == "onnxruntime":
+            shutil.copyfile(s, w.path(f"{name}.onnx"))
+            files.append(f"{name}.onnx")
+        elif o.backend == "openvino":
+            xml = w.path(f"{name}.xml")
+            if s.suffix == ".xml":
+                shutil.copyfile(s, xml)
+                shutil.copyfile(s.with_suffix(".bin"), w.path(f"{name}.bin"))
+            else:
+                from edgefss.exporters.openvino_ir import onnx_to_ir
+
+                onnx_to_ir(s, xml, o.fp16)
+            files += [f"{name}.xml", f"{name}.bin"]
+            runners[name] = ov_runner(xml)
+        else:
+            plan = w.path(f"{name}.plan")
+            info = tensorrt_engine.build_engine(s, plan, int8=o.int8 and s != fp32[name], fp16=o.fp16 or o.int8)
+            log(f"built {name}.plan (TensorRT {info['trt_version']}, {info['gpu']}, cache "
+                f"{'hit' if info['cache_hit'] else 'miss'})")
+            files.append(f"{name}.plan")
+            runners[name] = tensorrt_engine.trt_runner(plan)
+    if runners and not o.int8:
+        strict = o.precision == "fp32"
+        v = verify_graphs(mg, runners, builder, verify_eps, atol=1e-4 if strict else float("inf"),
+                          label=f"{o.backend}-{o.precision}")
+        if not strict:
+            v["atol"] = "report only (fp16)"
+        log(format_verification(v) if strict else f"{o.backend} fp16 max-abs vs PyTorch: {v['max_abs']}")
+        verification[f"{o.backend}_{o.precision}"] = v
+        if strict and not v["passed"]:
+            raise StateError(f"{o.backend} verification failed (worst {v['max_abs_worst']:g}); bundle not written")
+    return files
+
+
+def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table) -> dict:
+    ext = EXT[o.backend]
+    graphs = {}
+    for name, g in mg.graphs.items():
+        sig = io_signature(fp32[name], g.dynamic_axes, observed[name])
+        # JSON is written with sorted keys: the lists keep the graph's positional I/O order
+        entry = {"file": f"{name}{ext}", "input_names": list(g.inputs), "output_names": list(g.outputs), **sig}
+        if o.backend == "openvino":
+            entry["weights"] = f"{name}.bin"
+        if o.int8 and name not in ("encoder", "head"):
+            entry["precision"] = "fp32"
+        graphs[name] = entry
+    man = {
+        "model": o.model, "variant": mg.variant, "backend": o.backend, "precision": o.precision,
+        "preprocess": pre.to_dict(), "graphs": graphs, "pseudo_mask": mg.pseudo_mask,
+        "weights": {"checkpoint": o.checkpoint, "random_init": mg.random_init},
+        "verification": verification, "opset": OPSET,
+        "export_options": {k: v for k, v in as_dict(o).items() if k not in ("out",)},
+    }
+    if quant is not None:
+        man["quantization"] = {**quant, "gate": gate}
+    if table is not None:
+        man["text_table"] = {"file": "text_table.npz", "source": table.source, "classes": len(table)}
+    return man

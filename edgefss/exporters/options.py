@@ -1,0 +1,127 @@
+"""Export options: validation (refuse, never silently change) and target recipes.
+
+A recipe is `export/<name>.json` with any of the option keys below plus "description". Options
+given explicitly must agree with the recipe; a disagreement is refused, not overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from edgefss.config import BACKENDS, MODEL_NAMES
+from edgefss.errors import InputError
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
+
+
+@dataclass
+class ExportOptions:
+    """All `edgefss export` options (CLI flags map 1:1 onto these fields)."""
+
+    model: str = "tlg"
+    checkpoint: str | None = None
+    backend: str = "onnxruntime"
+    int8: bool = False
+    calib: str | None = None
+    fp16: bool = False
+    imgsz: int = 400
+    out: str | None = None
+    target: str | None = None
+    force: bool = False
+    clip_checkpoint: str | None = None
+    calib_episodes: int = 24
+    gate_episodes: int = 8
+    verify_episodes: int = 2
+    agreement: float = 0.95
+    shots: int = 1
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else ("fp16" if self.fp16 else "fp32")
+
+    def default_out(self) -> str:
+        return f"{self.model}_{self.imgsz}_{self.backend}_{self.precision}"
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+
+
+def load_recipe(name: str) -> dict:
+    """Read export/<name>.json -> option dict (without 'description')."""
+    p = RECIPE_DIR / f"{name}.json"
+    if not p.is_file():
+        raise InputError(f"--target {name!r}: no recipe {p}; available: {list_recipes()}")
+    d = json.loads(p.read_text())
+    known = {f.name for f in fields(ExportOptions)}
+    bad = set(d) - known - {"description"}
+    if bad:
+        raise InputError(f"recipe {p} has unknown keys {sorted(bad)}; expected a subset of {sorted(known)}")
+    d.pop("description", None)
+    return d
+
+
+def resolve(**given) -> ExportOptions:
+    """Merge explicit options (None = not given) with the --target recipe and defaults, then validate.
+
+    Raises:
+        InputError: unknown option, a recipe conflict, or an unsupported combination.
+    """
+    known = {f.name for f in fields(ExportOptions)}
+    unknown = set(given) - known
+    if unknown:
+        raise InputError(f"export: unknown options {sorted(unknown)}; expected {sorted(known)}")
+    explicit = {k: v for k, v in given.items() if v is not None}
+    merged = {}
+    if explicit.get("target"):
+        recipe = load_recipe(explicit["target"])
+        for k, v in recipe.items():
+            if k in explicit and explicit[k] != v and not (isinstance(v, bool) and explicit[k] is False):
+                raise InputError(
+                    f"--{k.replace('_', '-')} {explicit[k]!r} conflicts with --target {explicit['target']} "
+                    f"({k}={v!r}); drop one of them"
+                )
+            merged[k] = v
+    merged.update(explicit)
+    opts = ExportOptions(**merged)
+    validate(opts)
+    return opts
+
+
+def validate(o: ExportOptions) -> None:
+    """Refuse option combinations a backend does not support (clear message, nothing changed)."""
+    if o.model not in MODEL_NAMES:
+        raise InputError(f"--model {o.model!r}; expected one of {list(MODEL_NAMES)}")
+    if o.backend not in BACKENDS:
+        raise InputError(f"--backend {o.backend!r}; expected one of {list(BACKENDS)}")
+    if not isinstance(o.imgsz, int) or o.imgsz < 64 or o.imgsz % 16:
+        raise InputError(f"--imgsz {o.imgsz!r}; expected an int multiple of 16 and >= 64 (400 for official weights)")
+    if o.fp16 and o.int8 and o.backend != "tensorrt":
+        raise InputError(
+            f"--fp16 with --int8 is not supported on {o.backend}: choose one precision "
+            "(only tensorrt builds INT8 engines with an FP16 fallback)"
+        )
+    if o.fp16 and o.backend == "onnxruntime":
+        raise InputError(
+            "--fp16 is not supported with --backend onnxruntime (the CPU provider has no fast FP16 kernels); "
+            "use --backend openvino --fp16, --backend tensorrt --fp16, or --int8"
+        )
+    if o.calib is not None and not o.int8:
+        raise InputError("--calib is only used with --int8; add --int8 or drop --calib")
+    if o.int8 and o.calib is not None and not Path(o.calib).is_dir():
+        raise InputError(f"--calib '{o.calib}' is not a directory; expected a folder of calibration images")
+    if o.clip_checkpoint is not None and o.model != "tlg":
+        raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
+    if not 0.0 < o.agreement <= 1.0:
+        raise InputError(f"agreement threshold {o.agreement!r}; expected a number in (0, 1]")
+    for k in ("calib_episodes", "gate_episodes", "verify_episodes", "shots"):
+        if int(getattr(o, k)) < 1:
+            raise InputError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(o, k)!r}")
+    if o.force and not o.int8:
+        raise InputError("--force only overrides the INT8 accuracy gate; it has no meaning without --int8")
+
+
+def as_dict(o: ExportOptions) -> dict:
+    return asdict(o)

@@ -1,0 +1,293 @@
+"""Segmenter: few-shot segmentation with an exported bundle, no torch.
+
+Usage:
+    seg = Segmenter.load("bundle/", backend=None, threads=None)
+    seg.set_support([img_a, img_b], ["dog", "cat"])        # encoder runs once per support image
+    pred = seg.predict(query)                              # encoder on the query + one head batch
+    pred.mask  # (H, W) uint8 at the query's original size: 0 background, i = pred.classes[i-1]
+
+Thread safety: `predict` may run from several threads at once. The support set is an immutable
+snapshot that `set_support` / `reset_support` replace atomically; `predict` reads it once, so a
+concurrent `set_support` never mixes two support sets in one prediction. Backends are thread-safe
+(onnxruntime sessions natively, openvino per-thread infer requests, tensorrt a lock).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgefss.bundle import read_manifest
+from edgefss.config import PreprocessCfg
+from edgefss.errors import BundleError, InputError, StateError, require
+from edgefss.runtime import postprocess as post
+from edgefss.runtime.adapters import Adapter, stack_entries
+from edgefss.runtime.session import Backend, open_backend
+from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask, resize_prob
+
+# Largest support batch per head call: bounds memory (the CST correlation is ~100 MB per support
+# image at S=400) and stays inside typical TensorRT optimisation profiles. A bundle may override it
+# with manifest["graphs"]["head"]["max_batch"].
+HEAD_MAX_BATCH = 8
+
+
+@dataclass
+class Prediction:
+    """Result of Segmenter.predict.
+
+    Attributes:
+        mask: (H, W) uint8 at the query's original size; 0 background, i = classes[i-1].
+        probs: (N,) float32 class presence. CST: mean over shots of softmax(cls_logits)[fg].
+            TLG: fraction of query pixels with p_fg > 0.5 (no classification head).
+        present: (N,) bool, CST probs > 0.5, TLG probs > postprocess.PRESENCE_MIN_AREA.
+        logits: (N, 2, S/4, S/4) float32 raw head logits (bg, fg), averaged over each class's shots
+            (for K = 1 exactly the head's output).
+        fg_prob: (N, H, W) float32 per-class foreground probability at the original size.
+        classes: the N class names, in order of first appearance in set_support.
+        timings: milliseconds: encode, head, post, total.
+    """
+
+    mask: np.ndarray
+    probs: np.ndarray
+    present: np.ndarray
+    logits: np.ndarray
+    fg_prob: np.ndarray
+    classes: list
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Support:
+    """Immutable cached support set."""
+
+    classes: tuple          # N class names
+    groups: tuple           # groups[c] = indices of class c's shots in the head batch
+    chunks: tuple           # stacked head inputs, one dict per head call (<= max batch each)
+
+
+def _adapter_for(manifest: dict, bundle_dir) -> Adapter:
+    model = manifest.get("model")
+    if model == "cst":
+        from edgefss.runtime.cst import CSTAdapter
+
+        return CSTAdapter(manifest, bundle_dir)
+    if model == "tlg":
+        from edgefss.runtime.tlg import TLGAdapter
+
+        return TLGAdapter(manifest, bundle_dir)
+    raise BundleError(f"bundle: '{bundle_dir}' has model {model!r}; this runtime runs 'cst' and 'tlg'")
+
+
+def mask_to_grid(mask: np.ndarray, imgsz: int, grid: int) -> np.ndarray:
+    """(H, W) {0,1} mask -> (grid, grid) float32 coverage in [0, 1].
+
+    The mask is first resized like its image (nearest, to imgsz x imgsz, as the training loaders do),
+    then area-averaged to the feature grid, so each cell holds the fraction of it the object covers.
+    """
+    cv2 = require("cv2", "support mask resizing")
+    m = resize_mask(mask, (imgsz, imgsz)).astype(np.float32)
+    return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
+
+
+class Segmenter:
+    """Few-shot segmenter over a bundle; see the module docstring. Build with Segmenter.load."""
+
+    def __init__(self, backend: Backend, adapter: Adapter, manifest: dict, bundle_dir: Path):
+        self.backend = backend
+        self.adapter = adapter
+        self.manifest = manifest
+        self.bundle_dir = bundle_dir
+        self.cfg = PreprocessCfg.from_dict(manifest["preprocess"])
+        self.max_batch = int((manifest["graphs"]["head"]).get("max_batch", HEAD_MAX_BATCH))
+        self._support: _Support | None = None
+        self._lock = threading.Lock()  # serialises writers of _support; readers take a snapshot
+
+    @classmethod
+    def load(cls, bundle_dir, backend: str | None = None, threads: int | None = None, device=None,
+             verify: bool = True) -> "Segmenter":
+        """Open a bundle written by `edgefss export`.
+
+        Args:
+            bundle_dir: the bundle directory.
+            backend: "onnxruntime", "openvino" or "tensorrt"; None = the manifest's backend.
+            threads: CPU threads for the engine (None = its default).
+            device: engine device, see session.open_backend.
+            verify: check every file's SHA-256 against the manifest (a tampered bundle -> BundleError).
+        """
+        bundle_dir = Path(bundle_dir)
+        manifest = read_manifest(bundle_dir, verify=verify)
+        adapter = _adapter_for(manifest, bundle_dir)
+        be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device)
+        return cls(be, adapter, manifest, bundle_dir)
+
+    # ------------------------------------------------------------------------------ support
+    @property
+    def classes(self) -> list:
+        s = self._support
+        return [] if s is None else list(s.classes)
+
+    def set_support(self, images, class_names, masks=None) -> None:
+        """Encode and cache the support set (replaces any previous one).
+
+        Args:
+            images: list of file paths or (H, W, 3) uint8 RGB arrays (a single one is accepted too).
+            class_names: list of str, class_names[i] is the class shown in images[i]; N distinct
+                names = N ways, repeated names = K shots.
+            masks: None, or a list with one entry per image: None (use the on-device pseudo-mask),
+                a PNG path or an (H, W) array with values {0,1} or {0,255}, same size as its image.
+
+        Raises:
+            InputError: bad image/mask/class name (names the entry).
+        """
+        if isinstance(images, (str, Path, np.ndarray)):
+            images = [images]
+        if isinstance(class_names, str):
+            class_names = [class_names]
+        images, class_names = list(images), list(class_names)
+        if not images:
+            raise InputError("images: expected at least one support image")
+        if len(class_names) != len(images):
+            raise InputError(
+                f"class_names: got {len(class_names)} names for {len(images)} support images; "
+                "expected one per image"
+            )
+        for i, c in enumerate(class_names):
+            if not isinstance(c, str) or not c.strip():
+                raise InputError(f"class_names[{i}]: expected a non-empty str, got {c!r}")
+        if masks is None:
+            masks = [None] * len(images)
+        elif isinstance(masks, (str, Path, np.ndarray)):
+            masks = [masks]
+        masks = list(masks)
+        if len(masks) != len(images):
+            raise InputError(
+                f"masks: got {len(masks)} masks for {len(images)} support images; "
+                "expected one per image (None for none)"
+            )
+        self.adapter.check_classes(class_names)
+        classes = list(dict.fromkeys(class_names))
+        if len(classes) > 255:
+            raise InputError(f"class_names: {len(classes)} classes; at most 255 fit the uint8 label mask")
+
+        entries = {}
+        for i, (img, name, m) in enumerate(zip(images, class_names, masks)):
+            rgb = load_image(img, f"images[{i}]")
+            grid_mask = None
+            if m is not None:
+                mk = load_mask(m, f"masks[{i}]")
+                if mk.shape != rgb.shape[:2]:
+                    raise InputError(
+                        f"masks[{i}]: shape {mk.shape} does not match images[{i}] of size {rgb.shape[:2]}; "
+                        "expected a mask of the same height and width"
+                    )
+                if not mk.any():
+                    raise InputError(
+                        f"masks[{i}]: the mask is empty (no foreground pixel); "
+                        "pass None to use the pseudo-mask"
+                    )
+                grid_mask = mask_to_grid(mk, self.cfg.imgsz, self.adapter.grid)
+            enc = self._encode(rgb)
+            entries[i] = self.adapter.support_entry(enc, grid_mask, name)
+
+        # class-major order so each class's shots are contiguous in the head batch
+        order = [i for c in classes for i, n in enumerate(class_names) if n == c]
+        groups, pos = [], 0
+        for c in classes:
+            k = class_names.count(c)
+            groups.append(tuple(range(pos, pos + k)))
+            pos += k
+        ordered = [entries[i] for i in order]
+        step = self.max_batch
+        chunks = tuple(stack_entries(ordered[s:s + step]) for s in range(0, len(ordered), step))
+        snapshot = _Support(classes=tuple(classes), groups=tuple(groups), chunks=chunks)
+        with self._lock:
+            self._support = snapshot
+
+    def reset_support(self) -> None:
+        """Drop the cached support set; predict raises StateError until set_support is called."""
+        with self._lock:
+            self._support = None
+
+    # ------------------------------------------------------------------------------ predict
+    def _encode(self, rgb: np.ndarray) -> dict:
+        x = normalize(resize_image(rgb, self.cfg.imgsz), self.cfg)
+        return self.backend.run("encoder", {"image": x})
+
+    def _head(self, query: dict, support: _Support, refine=None):
+        seg, cls = [], []
+        start = 0
+        for chunk in support.chunks:
+            b = next(iter(chunk.values())).shape[0]
+            extra = self.adapter.head_extras(b, None if refine is None else refine[start:start + b])
+            out = self.backend.run("head", {**query, **chunk, **extra})
+            s, c = self.adapter.split_outputs(out)
+            seg.append(s)
+            cls.append(c)
+            start += b
+        seg = np.concatenate(seg).astype(np.float32)
+        cls = None if cls[0] is None else np.concatenate(cls).astype(np.float32)
+        return seg, cls
+
+    def predict(self, query, refine_steps: int = 0) -> Prediction:
+        """Segment one query image with the cached support set.
+
+        Args:
+            query: file path or (H, W, 3) uint8 RGB array.
+            refine_steps: extra head passes feeding the predicted query mask back (IMR-style);
+                only for models whose head takes a query mask (TLG). 0 = one pass.
+
+        Returns:
+            Prediction (see its docstring).
+
+        Raises:
+            StateError: no support set (call set_support first).
+            InputError: unreadable query, or refine_steps the model cannot do.
+        """
+        support = self._support  # one snapshot for the whole call
+        if support is None:
+            raise StateError("predict: no support set; call set_support(images, class_names) first")
+        if not isinstance(refine_steps, int) or refine_steps < 0:
+            raise InputError(f"refine_steps: expected an int >= 0, got {refine_steps!r}")
+        if refine_steps and not self.adapter.supports_refine:
+            raise InputError(
+                f"refine_steps: {self.adapter.model} has no query-mask input to refine with; use 0"
+            )
+        t0 = time.perf_counter()
+        rgb = load_image(query, "query")
+        H, W = rgb.shape[:2]
+        q = self.adapter.query_entry(self._encode(rgb))
+        t1 = time.perf_counter()
+        seg, cls = self._head(q, support)
+        for _ in range(refine_steps):
+            seg, cls = self._head(q, support, refine=self._refine_input(seg, support))
+        t2 = time.perf_counter()
+        p_fg = post.fg_probability(seg, list(support.groups), (H, W))
+        if cls is not None:
+            probs = post.cls_probability(cls, list(support.groups))
+            present = probs > post.FG_THRESHOLD
+        else:
+            probs = post.area_presence(p_fg)
+            present = probs > post.PRESENCE_MIN_AREA
+        mask = post.label_mask(p_fg)
+        t3 = time.perf_counter()
+        ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
+        return Prediction(
+            mask=mask, probs=probs, present=present, logits=post.mean_logits(seg, list(support.groups)),
+            fg_prob=p_fg, classes=list(support.classes),
+            timings={"encode": ms(t0, t1), "head": ms(t1, t2), "post": ms(t2, t3), "total": ms(t0, t3)},
+        )
+
+    def _refine_input(self, seg: np.ndarray, support: _Support) -> np.ndarray:
+        """Previous head logits (B, 2, h, w) -> (B, grid, grid) float32: each shot gets its class's
+        shot-averaged fg probability at the pseudo-mask grid (the refinement hook's input)."""
+        g = self.adapter.grid
+        p = post.fg_probability(seg, list(support.groups), seg.shape[-2:])
+        p = resize_prob(p, (g, g))
+        out = np.empty((seg.shape[0], g, g), np.float32)
+        for c, shots in enumerate(support.groups):
+            out[list(shots)] = p[c]
+        return out

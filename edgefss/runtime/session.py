@@ -1,0 +1,95 @@
+"""The `Backend` protocol and `open_backend`: which engine may run which bundle.
+
+Rules (checked before any vendor package is imported):
+- a graph file's suffix decides which engines can read it: .onnx -> onnxruntime, openvino;
+  .xml -> openvino; .plan/.engine -> tensorrt;
+- an FP16/INT8 bundle runs only on the backend it was built for: its quantisation (QDQ placement,
+  symmetric scales, calibration) targets that engine, and running it elsewhere silently changes
+  accuracy. FP32 ONNX bundles run on onnxruntime and openvino alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgefss.config import BACKENDS
+from edgefss.errors import BundleError, InputError
+from edgefss.runtime.backends import BACKENDS as BACKEND_TABLE
+from edgefss.runtime.backends import backend_class
+
+
+class Backend(Protocol):
+    """What the runtime needs from an inference engine."""
+
+    name: str
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run graph `graph` ("encoder", "head", ...) on `feeds` (input name -> array).
+
+        Returns:
+            output name -> np.ndarray (owned by the caller). Must be safe to call from several
+            threads at once.
+        """
+
+
+def graph_files(bundle_dir: Path, manifest: dict, graphs=("encoder", "head")) -> dict[str, Path]:
+    """graph name -> path of its file inside the bundle, for the graphs the runtime needs."""
+    files = {}
+    for g in graphs:
+        info = manifest["graphs"].get(g)
+        if not isinstance(info, dict) or "file" not in info:
+            raise BundleError(
+                f"bundle: '{bundle_dir}' manifest has no graph '{g}' (graphs: {sorted(manifest['graphs'])})"
+            )
+        files[g] = Path(bundle_dir) / info["file"]
+    return files
+
+
+def check_backend(name: str, manifest: dict, files: dict[str, Path], bundle_dir) -> None:
+    """Raise InputError/BundleError when backend `name` cannot (or must not) run this bundle."""
+    if name not in BACKENDS:
+        raise InputError(f"backend: {name!r} is not a backend; expected one of {list(BACKENDS)}")
+    built_for, precision = manifest.get("backend"), manifest.get("precision")
+    if precision in ("fp16", "int8") and name != built_for:
+        raise BundleError(
+            f"bundle: '{bundle_dir}' is a {precision.upper()} bundle built for {built_for}; it cannot run on "
+            f"{name} (its precision/quantisation targets {built_for}). Use backend='{built_for}' "
+            f"or re-export with `edgefss export --backend {name} --precision {precision}`"
+        )
+    readable = BACKEND_TABLE[name][2]
+    for g, p in files.items():
+        if p.suffix.lower() not in readable:
+            raise BundleError(
+                f"bundle: '{bundle_dir}' graph '{g}' is '{p.name}', which {name} cannot read "
+                f"(it reads {', '.join(readable)}); this bundle was built for {built_for}: "
+                f"use backend='{built_for}'"
+            )
+
+
+def open_backend(bundle_dir, manifest: dict, backend: str | None = None, threads: int | None = None,
+                 device=None, graphs=("encoder", "head")) -> Backend:
+    """Validate the backend choice against the manifest and open it.
+
+    Args:
+        backend: None = the manifest's backend.
+        threads: CPU threads for the engine (None = its default).
+        device: engine-specific device ("cpu"/"cuda" for onnxruntime, "CPU"/"GPU"/"AUTO" for openvino,
+            a CUDA index for tensorrt); None = the engine's default.
+
+    Raises:
+        InputError: unknown backend name. BundleError: the bundle cannot run on it.
+        BackendUnavailableError: the engine's Python package is missing (with the pip line).
+    """
+    name = backend or manifest.get("backend")
+    files = graph_files(Path(bundle_dir), manifest, graphs)
+    check_backend(name, manifest, files, bundle_dir)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads: expected a positive int or None, got {threads!r}")
+    cls = backend_class(name)
+    kwargs = {}
+    if name == "openvino":
+        kwargs["fp32"] = manifest.get("precision") == "fp32"
+    return cls(files, threads=threads, device=device, **kwargs)

@@ -1,0 +1,84 @@
+"""TLG graph glue (design.md "TLG encoder/head" I/O names).
+
+Support entry: `support_feat_XX` (C_l, H_l, W_l) for every encoder level, the class's text rows
+`text_support`, `text_query_fg`, `text_query_bg` (512,) from the bundle's text_table.npz, and
+`support_pseudo` (1, S/8, S/8) (the given mask or zeros). The first pass runs with
+`pseudo_given = 0`, so the head uses its on-device prior for both pseudo-masks.
+
+The query prediction of TLG depends only on the query pseudo-mask (models-spec §1, "Consequence"):
+a support mask given by the caller enters only the support branch, whose output the runtime does
+not use. Refinement (predict(refine_steps=k), IMR-style) feeds the previous step's query fg
+probability back as `query_pseudo` with `pseudo_given = 1`.
+
+Presence: TLG has no classification output; see postprocess.PRESENCE_MIN_AREA.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+
+from edgefss.errors import BundleError
+from edgefss.runtime.adapters import Adapter
+
+_FEAT = re.compile(r"^feat_(\d{2})$")
+
+
+class TLGAdapter(Adapter):
+    model = "tlg"
+    supports_refine = True
+
+    def __init__(self, manifest: dict, bundle_dir):
+        super().__init__(manifest, bundle_dir)
+        from pathlib import Path
+
+        from edgefss.text.table import TextTable
+
+        outs = sorted(n for n in manifest["graphs"]["encoder"].get("outputs", {}) if _FEAT.match(n))
+        if not outs:
+            raise BundleError(f"bundle: '{bundle_dir}' TLG encoder lists no feat_XX outputs")
+        self.feats = outs
+        extra = ["text_support", "text_query_fg", "text_query_bg", "query_pseudo", "support_pseudo",
+                 "pseudo_given"]
+        feats = [f"query_{n}" for n in outs] + [f"support_{n}" for n in outs]
+        self.require_io("head", "inputs", feats + extra)
+        self.require_io("head", "outputs", ["query_logits"])
+        tt = (manifest.get("text_table") or {}).get("file", "text_table.npz")
+        if tt not in manifest.get("files", {}):
+            raise BundleError(f"bundle: '{bundle_dir}' is a TLG bundle without its text table '{tt}'")
+        self.text = TextTable.load(Path(bundle_dir) / tt)
+
+    def check_classes(self, class_names):
+        for c in class_names:
+            self.text.index(c)  # InputError listing close matches
+
+    def support_entry(self, enc: dict, mask, class_name: str) -> dict:
+        e = {f"support_{n}": enc[n][0] for n in self.feats}
+        s, fg, bg = self.text.lookup(class_name)
+        e.update(text_support=s, text_query_fg=fg, text_query_bg=bg)
+        g = self.grid
+        if mask is not None:
+            warnings.warn(
+                "TLG: a support mask only enters the support branch; the query prediction uses the "
+                "on-device prior (models-spec §1), so the mask does not change Prediction.mask",
+                stacklevel=3,
+            )
+        pseudo = np.zeros((g, g), np.float32) if mask is None else mask.astype(np.float32)
+        e["support_pseudo"] = pseudo[None]
+        return e
+
+    def query_entry(self, enc: dict) -> dict:
+        return {f"query_{n}": enc[n] for n in self.feats}
+
+    def head_extras(self, batch: int, refine=None) -> dict:
+        g = self.grid
+        if refine is None:
+            return {"query_pseudo": np.zeros((batch, 1, g, g), np.float32),
+                    "pseudo_given": np.zeros((batch, 1, 1, 1), np.float32)}
+        return {"query_pseudo": np.ascontiguousarray(refine[:, None], dtype=np.float32),
+                "pseudo_given": np.ones((batch, 1, 1, 1), np.float32)}
+
+    def split_outputs(self, out: dict):
+        return out["query_logits"], None

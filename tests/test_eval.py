@@ -1,0 +1,237 @@
+"""Evaluation: dataset adapters on the real shared files, seeded episodes, the loop, the CLI."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefss.errors import InputError
+from edgefss.eval.datasets import load_dataset, read_png
+from edgefss.eval.episodes import EpisodeSampler, auto_episodes
+from edgefss.eval.runner import compare, episode_gt, evaluate
+
+
+@pytest.mark.parametrize("folder,kind,n_items,classes", [
+    ("davis2016_val_subset", "davis", 200, 12),
+    ("coco_tiny16", "coco_tiny", 88, None),
+    ("fss1000_example_eiffel", "folder", 5, 1),
+    ("perseg_examples", "perseg", 9, 3),
+])
+def test_shared_adapters_load_real_files(shared_data, folder, kind, n_items, classes):
+    ds = load_dataset(shared_data / folder)
+    assert ds.name == kind and len(ds) == n_items
+    if classes:
+        assert len(ds.classes) == classes
+    it = ds.items[len(ds) // 2]
+    img = ds.load_image(it)
+    m = ds.load_support_mask(it)
+    assert img.ndim == 3 and img.dtype == np.uint8 and m.shape == img.shape[:2]
+    assert set(np.unique(m).tolist()) <= {0, 1} and m.any(), f"{it.mask}: empty foreground"
+
+
+def test_perseg_palette_masks_keep_their_indices(shared_data):
+    # P-mode PNGs must give indices {0,1}, not palette colours.
+    arr = read_png(shared_data / "perseg_examples/Annotations/cat/00.png")
+    assert set(np.unique(arr).tolist()) == {0, 1}
+
+
+def test_coco_tiny_absent_class_gives_empty_gt(shared_data):
+    ds = load_dataset(shared_data / "coco_tiny16", "coco_tiny")
+    q = ds.by_class["person"][0]
+    absent = next(c for c in ds.classes if c not in ds.by_image[q.image])
+    fg, ign = ds.load_gt(q, absent)
+    assert not fg.any() and ign is None and fg.shape == ds.load_support_mask(q).shape
+
+
+def test_episodes_are_seeded_and_query_not_in_support(shared_data):
+    ds = load_dataset(shared_data / "davis2016_val_subset")
+    a = EpisodeSampler(ds, way=1, shot=2, seed=3)
+    b = EpisodeSampler(ds, way=1, shot=2, seed=3)
+    c = EpisodeSampler(ds, way=1, shot=2, seed=4)
+    eps = [a[i] for i in range(60)]
+    assert eps == [b[i] for i in range(60)]
+    assert a[17] == eps[17]  # an episode does not depend on the ones before it
+    assert any(e != c[e.index] for e in eps)
+    for e in eps:
+        assert e.classes == (e.query.cls,)
+        imgs = [s.image for s in e.supports[0]]
+        assert e.query.image not in imgs and len(set(imgs)) == 2
+        if e.query.cls in ("car", "person", "dog"):  # several videos: never the query's own video
+            assert all(s.group != e.query.group for s in e.supports[0])
+
+
+def test_fscs_episodes_include_query_class_about_half(shared_data):
+    ds = load_dataset(shared_data / "coco_tiny16")
+    s = EpisodeSampler(ds, way=2, shot=1, seed=0, protocol="fscs")
+    eps = [s[i] for i in range(200)]
+    share = np.mean([e.query.cls in e.classes for e in eps])
+    # way 2: query class drawn first or second -> P = 0.5 + 0.5 * (0.5 / (n - 1) normalised) > 0.5
+    assert 0.5 < share < 0.9
+    assert all(len(set(e.classes)) == 2 for e in eps)
+
+
+def test_too_few_images_is_a_clear_error(shared_data):
+    ds = load_dataset(shared_data / "perseg_examples")
+    with pytest.raises(InputError, match="images"):
+        EpisodeSampler(ds, way=1, shot=3)
+    with pytest.raises(InputError, match="dataset"):
+        load_dataset(shared_data / "perseg_examples", kind="nope")
+
+
+def _fake_pascal(tmp_path: Path, shared_data: Path):
+    """A VOC tree holding 4 images of the real fold-0 split list, with 255 boundaries."""
+    cv2 = pytest.importorskip("cv2")
+    lines = (shared_data / "splits/pascal/val/fold0.txt").read_text().split()
+    by_cls = {}
+    for ln in lines:
+        by_cls.setdefault(ln.split("__")[1], []).append(ln.split("__")[0])
+    voc = tmp_path / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClassAug").mkdir()
+    for cc, names in by_cls.items():
+        for n in names:
+            lab = np.zeros((20, 30), np.uint8)
+            lab[5:15, 5:15] = int(cc)
+            lab[4, 4:16] = 255
+            cv2.imwrite(str(voc / "SegmentationClassAug" / f"{n}.png"), lab)
+            cv2.imwrite(str(voc / "JPEGImages" / f"{n}.jpg"), np.full((20, 30, 3), 128, np.uint8))
+    return tmp_path
+
+
+@dataclass
+class _Pred:
+    mask: np.ndarray
+    probs: np.ndarray
+    classes: list
+
+
+class OraclePredictor:
+    """Returns the GT (read through the dataset) so the loop must score 100."""
+
+    def __init__(self, ds, sampler):
+        self.ds, self.sampler, self.i = ds, sampler, 0
+
+    def set_support(self, images, class_names, masks=None):
+        self.names = list(dict.fromkeys(class_names))
+
+    def predict(self, query, refine_steps=0):
+        ep = self.sampler[self.i]
+        self.i += 1
+        gt, _, present = episode_gt(self.ds, ep)
+        # Answer in reversed class order: the loop must re-index labels by name.
+        order = list(reversed(ep.classes))
+        lut = np.array([0] + [order.index(c) + 1 for c in ep.classes], np.uint8)
+        return _Pred(lut[gt], np.array([float(present[ep.classes.index(c)]) for c in order]), order)
+
+
+class BlankPredictor:
+    def set_support(self, images, class_names, masks=None):
+        self.names = list(dict.fromkeys(class_names))
+
+    def predict(self, query, refine_steps=0):
+        return _Pred(np.zeros(query.shape[:2], np.uint8), np.zeros(len(self.names)), self.names)
+
+
+def test_pascal_layout_with_real_split_and_boundary_ignore(tmp_path, shared_data):
+    root = _fake_pascal(tmp_path, shared_data)
+    ds = load_dataset(root, "auto", fold=0, splits=str(shared_data / "splits"))
+    assert ds.name == "pascal" and ds.classes == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
+    s = EpisodeSampler(ds, way=1, shot=1, seed=0)
+    fg, ign = ds.load_gt(s[0].query, s[0].query.cls)
+    assert fg.sum() == 100 and ign.sum() == 12
+    res = evaluate(OraclePredictor(ds, s), ds, s, episodes=10, progress=False)
+    assert res["miou"] == pytest.approx(100 * 5 / 5 * np.mean([u > 0 for u in res["class_iou"].values()]))
+
+
+def test_loop_scores_oracle_100_and_blank_0_and_writes_report(tmp_path, shared_data):
+    ds = load_dataset(shared_data / "coco_tiny16")
+    s = EpisodeSampler(ds, way=2, shot=1, seed=1, protocol="fscs")
+    n = 12
+    good = evaluate(OraclePredictor(ds, s), ds, s, n, out_dir=tmp_path / "good", n_worst=2, progress=False)
+    sampled = [c for c in ds.classes if c not in good["unsampled_classes"]]
+    assert all(good["class_iou"][c] == pytest.approx(100.0) for c in sampled)
+    assert good["er"] == pytest.approx(100.0) and good["fbiou"] == pytest.approx(100.0)
+    bad = evaluate(BlankPredictor(), ds, s, n, out_dir=tmp_path / "bad", n_worst=2, progress=False)
+    assert bad["miou"] == 0.0
+    n_absent_all = sum(not any(r["present_gt"]) for r in bad["per_episode"])
+    assert bad["er"] == pytest.approx(100 * n_absent_all / n)
+    saved = json.loads((tmp_path / "bad" / "eval.json").read_text())
+    assert len(saved["per_episode"]) == n and len(saved["worst"]) == 2
+    assert all(Path(p).is_file() and Path(p).stat().st_size > 0 for p in saved["worst"])
+    cmp = compare(good, bad)
+    assert cmp["episodes"] == n and cmp["miou_delta"] < 0
+
+
+def test_auto_episode_count_is_small_for_tiny_sets(shared_data):
+    assert auto_episodes(load_dataset(shared_data / "fss1000_example_eiffel")) == 50
+    assert auto_episodes(load_dataset(shared_data / "davis2016_val_subset")) == 1000
+
+
+def test_torch_cst_predictor_matches_model_reference(davis_pair):
+    """TorchPredictor (runtime post-processing) vs models.cst.predict_nway_kshot (torch reference)."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    from edgefss.eval.predictors import TorchPredictor
+    from edgefss.models.cst import predict_nway_kshot
+    from edgefss.transforms import load_image, load_mask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = TorchPredictor("cst", imgsz=96)
+    s_img, s_mask, q_img, _, cls = davis_pair
+    sup, q = load_image(s_img), load_image(q_img)[::4, ::4].copy()  # small query: cheap full-size maps
+    for masks in (None, [load_mask(s_mask)]):
+        p.set_support([sup], [cls], masks)
+        got = p.predict(q)
+        x = lambda im: p._tensor(im)  # noqa: E731
+        ref_masks = None
+        if masks is not None:
+            g = (p._support["grids"] >= 0.5).float()
+            ref_masks = g.reshape(1, 1, *g.shape[-2:])
+        ref = predict_nway_kshot(p.model, x(q), x(sup)[None], ref_masks, out_size=q.shape[:2])
+        assert got.classes == [cls]
+        np.testing.assert_allclose(got.probs, ref["probs"].numpy(), atol=1e-5)
+        # Head logits at S/4 must match exactly; the full-size maps only up to the resize
+        # convention (runtime: OpenCV half-pixel bilinear; reference: align_corners=True).
+        with torch.no_grad():
+            qf, sf = p.model.encode(x(q)), p.model.encode(x(sup))
+            m = (sf["pseudo_prob"] > 0.4).float() if masks is None else ref_masks[0]
+            head = p.model.head(qf["query_feats"], sf["support_feats"], m)
+        np.testing.assert_allclose(got.logits, head["seg_logits"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got.fg_prob, ref["fg_prob"].numpy(), atol=2e-2)
+
+
+def test_cli_eval_torch_tlg_writes_report(tmp_path, shared_data, capsys):
+    pytest.importorskip("torch")
+    from edgefss.cli import main
+
+    out = tmp_path / "ev"
+    rc = main(["eval", "--model", "tlg", "--imgsz", "64", "--data", str(shared_data / "perseg_examples"),
+               "--way", "2", "--episodes", "2", "--sup", "mask", "--refine-steps", "1", "--worst", "1",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "mIoU" in text and "FB-IoU" in text and "ER" in text and "random" in text
+    rep = json.loads((out / "eval.json").read_text())
+    assert rep["protocol"] == "fscs" and rep["way"] == 2 and len(rep["per_episode"]) == 2
+    assert 0.0 <= rep["miou"] <= 100.0 and rep["predictor"] == "torch"
+    # the same episodes as a sampler built independently
+    from edgefss.eval.datasets import load_dataset
+
+    s = EpisodeSampler(load_dataset(shared_data / "perseg_examples"), way=2, shot=1, seed=0, protocol="fscs")
+    assert [r["query"] for r in rep["per_episode"]] == [s[i].query.image for i in range(2)]
+    assert main(["eval", "--data", str(shared_data / "perseg_examples"), "--out", str(out)]) == 1  # no model
+
+
+def test_coco20i_uses_interleaved_split_and_hsnet_mask_paths(tmp_path, shared_data):
+    (tmp_path / "COCO2014" / "annotations").mkdir(parents=True)
+    ds = load_dataset(tmp_path, "auto", fold=1, splits=str(shared_data / "splits"))
+    assert ds.name == "coco" and ds.query_order == "class_uniform"
+    assert ds.classes[:4] == ["bicycle", "bus", "traffic light", "bench"] and len(ds.classes) == 20
+    it = ds.by_class["bus"][0]
+    assert it.label == 6 and it.image.endswith(".jpg")
+    assert Path(it.mask) == tmp_path / "COCO2014" / "annotations" / "val2014" / (Path(it.image).stem + ".png")
+    assert set(ds.by_class) == set(ds.classes)  # val fold files list only the fold's test classes

@@ -1,0 +1,277 @@
+"""`edgefss export` / `edgefss.exporters.export`: refusals, FP32 parity, INT8 gate, manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from edgefss.bundle import read_manifest  # noqa: E402
+from edgefss.errors import BackendUnavailableError, InputError, StateError  # noqa: E402
+from edgefss.exporters import export, list_recipes  # noqa: E402
+from edgefss.exporters import core  # noqa: E402
+from edgefss.exporters.options import load_recipe, resolve  # noqa: E402
+
+S_TLG = 64  # smallest TLG size (multiple of 16, >= 64): keeps ResNet-50 export + checks fast
+S_CST = 64
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+# ---------------------------------------------------------------- refusals (no model is built)
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(backend="onnxruntime", fp16=True), "--fp16 is not supported with --backend onnxruntime"),
+    (dict(backend="openvino", fp16=True, int8=True), "--fp16 with --int8 is not supported on openvino"),
+    (dict(backend="onnxruntime", fp16=True, int8=True), "--fp16 with --int8"),
+    (dict(calib="/tmp"), "--calib is only used with --int8"),
+    (dict(int8=True, calib="/nonexistent/calib"), "is not a directory"),
+    (dict(force=True), "--force only overrides the INT8 accuracy gate"),
+    (dict(model="cst", clip_checkpoint="x.pt"), "only applies to --model tlg"),
+    (dict(model="yolo"), "--model 'yolo'"),
+    (dict(backend="coreml"), "--backend 'coreml'"),
+    (dict(imgsz=100), "multiple of 16"),
+    (dict(target="jetson-orin-trt-int8", backend="openvino"), "conflicts with --target"),
+    (dict(target="no-such-recipe"), "available"),
+])
+def test_unsupported_options_are_refused(kw, match):
+    with pytest.raises(InputError, match=match):
+        resolve(**kw)
+
+
+def test_recipes_load_and_are_documented():
+    names = list_recipes()
+    for need in ("jetson-orin-trt-int8", "openvino-cpu-int8", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"):
+        assert need in names
+    readme = (core.Path(__file__).resolve().parents[1] / "export" / "README.md").read_text()
+    for n in names:
+        assert f"`{n}`" in readme, f"recipe {n} is not documented in export/README.md"
+        resolve(target=n)  # every recipe is itself a valid option set
+    o = resolve(target="openvino-cpu-int8")
+    assert (o.backend, o.int8, o.fp16, o.precision) == ("openvino", True, False, "int8")
+    assert load_recipe("jetson-orin-trt-int8")["backend"] == "tensorrt"
+
+
+def test_int8_without_calibration_images_is_refused(tmp_path):
+    (tmp_path / "calib").mkdir()
+    with pytest.raises(InputError, match="no class with at least 2 images"):
+        export("tlg", imgsz=S_TLG, int8=True, calib=str(tmp_path / "calib"), out=str(tmp_path / "b"), log=_quiet)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(core.tensorrt_engine.available(), reason="TensorRT is installed")
+def test_tensorrt_absent_says_so_plainly(tmp_path, capsys):
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed.*Everything else works"):
+        export("tlg", backend="tensorrt", imgsz=S_TLG, out=str(tmp_path / "b"), log=_quiet)
+    from edgefss.cli import main
+
+    rc = main(["export", "--model", "tlg", "--target", "jetson-orin-trt-int8", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "TensorRT is not installed" in err and "--backend onnxruntime" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_cli_refusal_is_one_clear_line(capsys, tmp_path):
+    from edgefss.cli import main
+
+    rc = main(["export", "--backend", "onnxruntime", "--fp16", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("edgefss export: error: --fp16")
+
+
+# ---------------------------------------------------------------- TLG FP32 + INT8 at small size
+
+@pytest.fixture(scope="module")
+def tlg_fp32(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tlg") / "fp32"
+    lines = []
+    export("tlg", imgsz=S_TLG, out=str(out), verify_episodes=2, log=lines.append)
+    return out, lines
+
+
+def test_tlg_fp32_parity_and_manifest(tlg_fp32):
+    out, lines = tlg_fp32
+    print("\n".join(lines))
+    man = read_manifest(out, verify=True)
+    v = man["verification"]["onnxruntime_fp32"]
+    assert v["passed"] and v["episodes"] == 2 and v["atol"] == 1e-4
+    assert set(v["max_abs"]) == {f"encoder.feat_{i:02d}" for i in range(13)} | {
+        "head.query_logits", "head.support_logits", "head.query_prior"}
+    assert max(v["max_abs"].values()) <= 1e-4
+    assert any("verification onnxruntime vs PyTorch" in ln and "PASS" in ln for ln in lines)
+    # manifest contract (design.md "Bundle")
+    assert (man["model"], man["variant"], man["backend"], man["precision"]) == ("tlg", "resnet50", "onnxruntime", "fp32")
+    assert man["preprocess"] == {"imgsz": S_TLG, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert man["weights"] == {"checkpoint": None, "random_init": True}
+    assert set(man["files"]) == {"encoder.onnx", "head.onnx", "text_table.npz"}
+    enc, head = man["graphs"]["encoder"], man["graphs"]["head"]
+    assert enc["file"] == "encoder.onnx" and enc["input_names"] == ["image"]
+    assert enc["inputs"]["image"] == {"shape": [1, 3, S_TLG, S_TLG], "dtype": "float32"}
+    assert enc["outputs"]["feat_00"]["shape"][0] == 1
+    h = S_TLG // 8
+    assert head["inputs"]["support_pseudo"]["shape"] == ["B", 1, h, h]
+    assert head["inputs"]["pseudo_given"]["shape"] == ["B", 1, 1, 1]
+    assert head["inputs"]["query_feat_00"]["shape"][0] == 1
+    assert head["outputs"]["query_logits"]["shape"] == ["B", 2, S_TLG // 4, S_TLG // 4]
+    assert head["output_names"] == ["query_logits", "support_logits", "query_prior"]
+    assert man["text_table"]["source"] == "random (no CLIP weights)"
+    tt = np.load(out / "text_table.npz")
+    assert tt["support"].shape[1] == 512 and "dog" in tt["classes"].tolist()
+
+
+def test_tlg_graph_sinkhorn_is_a_max_shifted_loop(tlg_fp32):
+    out, _ = tlg_fp32
+    ops = [n.op_type for n in onnx.load(str(out / "head.onnx")).graph.node]
+    assert "ReduceLogSumExp" not in ops and "Loop" not in ops  # unrolled, fixed iterations
+    assert ops.count("ReduceMax") >= 2 * 11  # one max-shift per half-iteration of 11 iterations
+    onnx.checker.check_model(str(out / "head.onnx"))
+
+
+def test_tlg_bundle_runs_with_dynamic_support_batch(tlg_fp32):
+    from edgefss.quant.runners import ort_runner
+
+    out, _ = tlg_fp32
+    man = read_manifest(out)
+    enc = ort_runner(out / "encoder.onnx")
+    head = ort_runner(out / "head.onnx")
+    rng = np.random.default_rng(0)
+    f = enc({"image": rng.standard_normal((1, 3, S_TLG, S_TLG)).astype(np.float32)})
+    B, h = 3, S_TLG // 8
+    feeds = {}
+    for name, sig in man["graphs"]["head"]["inputs"].items():
+        if name.startswith(("query_feat", "support_feat")):
+            x = f[name.split("_", 1)[1]]
+            feeds[name] = x if name.startswith("query") else np.repeat(x, B, 0)
+        else:
+            shape = [B if d == "B" else d for d in sig["shape"]]
+            feeds[name] = rng.random(shape).astype(np.float32)
+    out_ = head(feeds)
+    assert out_["query_logits"].shape == (B, 2, S_TLG // 4, S_TLG // 4) and np.isfinite(out_["query_logits"]).all()
+    assert out_["query_prior"].shape == (B, 1, h, h)
+
+
+def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
+    lines = []
+    out = export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=6, gate_episodes=4,
+                 verify_episodes=1, agreement=0.5, log=lines.append)
+    text = "\n".join(lines)
+    print(text)
+    assert "INT8 gate PASS: mask IoU agreement" in text and "calibration: 6 episodes" in text
+    man = read_manifest(out)
+    q = man["quantization"]
+    g = q["gate"]
+    assert man["precision"] == "int8" and g["passed"] and g["episodes"] == 4 and len(g["per_episode_iou"]) == 4
+    assert 0.5 <= g["mask_iou_agreement"] <= 1.0
+    assert all(0.5 < c <= 1.0 + 1e-9 for c in g["output_cosine_min"].values())
+    assert q["calibration"]["episodes"] == 6 and q["calibration"]["images"] == 12
+    assert q["graphs"]["head"]["excluded_last"] and q["graphs"]["encoder"]["quantized_nodes"] > 40
+    qm = onnx.load(str(out / "encoder.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in qm.graph.node) > 40
+    hm = onnx.load(str(out / "head.onnx"))
+    float_ops = {"ReduceMax", "Exp", "Log", "Softmax", "LayerNormalization", "Add"}
+    dq_out = {o for n in hm.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    q_in = {i for n in hm.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    for n in hm.graph.node:  # Sinkhorn / norm / residual ops neither read int8 nor are the op quantized
+        if n.op_type in float_ops:
+            assert not all(i in dq_out for i in n.input if i), n.name
+    assert q_in  # something was quantized
+    fp32_size = (tlg_fp32[0] / "encoder.onnx").stat().st_size
+    assert man["files"]["encoder.onnx"]["bytes"] < 0.35 * fp32_size  # int8 weights: ~1/4 of float
+
+
+def test_int8_gate_failure_refuses_bundle_and_prints_sensitivity(tmp_path, monkeypatch):
+    monkeypatch.setattr(core, "SENSITIVITY_GROUPS", 2)
+    lines = []
+    with pytest.raises(StateError, match="INT8 accuracy gate failed.*bundle not written"):
+        # the real gate runs; the threshold is then set just above what it reached (forces the fail path)
+        monkeypatch.setattr(core, "compare_pipelines", _failing_gate(core.compare_pipelines))
+        export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=3, gate_episodes=2,
+               verify_episodes=1, log=lines.append)
+    text = "\n".join(lines)
+    assert "INT8 gate FAIL" in text and "per-layer sensitivity" in text
+    assert "encoder:" in text and "head:" in text
+    assert not (tmp_path / "q").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.")]
+
+
+def _failing_gate(real):
+    """Run the real comparison, then demand more agreement than it reached (forces the fail path)."""
+    def run(builder, ref, test, episodes, threshold, label="INT8 gate"):
+        r = real(builder, ref, test, episodes, threshold, label)
+        if label == "INT8 gate":
+            r.threshold = r.agreement + 1e-6
+        return r
+    return run
+
+
+def test_force_writes_failed_int8_with_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(core, "compare_pipelines", _failing_gate(core.compare_pipelines))
+    monkeypatch.setattr(core, "_sensitivity", lambda *a, **k: [])
+    with pytest.warns(UserWarning, match="FAILED the accuracy gate"):
+        out = export("tlg", imgsz=S_TLG, int8=True, force=True, out=str(tmp_path / "q"), calib_episodes=3,
+                     gate_episodes=2, verify_episodes=1, log=_quiet)
+    g = read_manifest(out)["quantization"]["gate"]
+    assert g["passed"] is False
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+@pytest.mark.openvino
+def test_tlg_openvino_fp32_parity(tmp_path):
+    lines = []
+    out = export("tlg", backend="openvino", imgsz=S_TLG, out=str(tmp_path / "ov"), verify_episodes=1,
+                 log=lines.append)
+    man = read_manifest(out)
+    assert set(man["files"]) == {"encoder.xml", "encoder.bin", "head.xml", "head.bin", "text_table.npz"}
+    v = man["verification"]["openvino_fp32"]
+    print("\n".join(lines))
+    assert v["passed"] and max(v["max_abs"].values()) <= 1e-4
+    assert man["graphs"]["encoder"]["file"] == "encoder.xml" and man["graphs"]["encoder"]["weights"] == "encoder.bin"
+
+
+# ---------------------------------------------------------------- CST
+
+def _cst_available():
+    try:
+        import edgefss.exporters.cst_graphs  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
+def test_cst_fp32_three_graphs_parity(tmp_path):
+    lines = []
+    out = export("cst", imgsz=S_CST, out=str(tmp_path / "cst"), verify_episodes=1, log=lines.append)
+    print("\n".join(lines))
+    man = read_manifest(out)
+    assert set(man["files"]) == {"encoder.onnx", "head.onnx", "learner.onnx"}
+    v = man["verification"]["onnxruntime_fp32"]
+    assert v["passed"] and {"learner.seg_logits", "head.cls_logits", "encoder.pseudo_prob"} <= set(v["max_abs"])
+    assert max(v["max_abs"].values()) <= 1e-4
+    assert man["graphs"]["head"]["inputs"]["support_mask"]["shape"] == ["B", S_CST // 8, S_CST // 8]
+    assert man["pseudo_mask"]["threshold"] == 0.4 and "text_table" not in man
+
+
+# ---------------------------------------------------------------- 400x400 end to end (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tlg", "cst"])
+def test_end_to_end_400_int8(model, tmp_path):
+    if model == "cst" and not _cst_available():
+        pytest.skip("CST graphs not in this build")
+    lines = []
+    out = export(model, imgsz=400, int8=True, out=str(tmp_path / model), calib_episodes=8, gate_episodes=4,
+                 verify_episodes=1, force=True, log=lines.append)
+    print("\n".join(lines))
+    man = read_manifest(out)
+    assert man["verification"]["onnxruntime_fp32"]["passed"]
+    assert man["preprocess"]["imgsz"] == 400 and man["quantization"]["gate"]["episodes"] == 4

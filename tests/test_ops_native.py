@@ -1,0 +1,186 @@
+"""Native kernels (edgefss._C, csrc/) vs the NumPy reference (and POT for Sinkhorn).
+
+Skipped as a whole when the extension is not built (e.g. EDGEFSS_NO_EXTENSION=1 installs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgefss import ops
+from edgefss.ops import _native, reference
+
+pytestmark = [
+    pytest.mark.native,
+    pytest.mark.skipif(
+        not _native.has_native(),
+        reason="edgefss._C is not built (pip install --no-build-isolation -e . or python setup.py build_ext --inplace)",
+    ),
+]
+
+# float32 kernels vs float64 reference; float64 kernels are checked much tighter.
+TOL = {np.float16: 1e-5, np.float32: 1e-5, np.float64: 1e-10}
+
+
+def _close(got, want, dtype, scale=1.0):
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (50, 50), (33, 80), (257, 300), (1, 50, 50), (4, 50, 50),
+                                   (3, 17, 40)])
+@pytest.mark.parametrize("eps", [0.05, 0.5, 2.0])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_sinkhorn_matches_reference(shape, eps, dtype):
+    rng = np.random.default_rng(sum(shape))
+    C = rng.random(shape).astype(dtype)
+    n, m = shape[-2:]
+    lead = shape[:-2]
+    a = rng.random((*lead, n)) + 0.5
+    b = rng.random((*lead, m)) + 0.5
+    a, b = (a / a.sum(-1, keepdims=True)).astype(dtype), (b / b.sum(-1, keepdims=True)).astype(dtype)
+    want = reference.sinkhorn_log(C, a, b, eps=eps, n_iter=20, return_duals=True)
+    got = ops.sinkhorn_log(C, a, b, eps=eps, n_iter=20, return_duals=True, impl="native")
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+    plan_scale = float(want[0].max())
+    _close(got[0], want[0], dtype, plan_scale)
+    _close(got[1], want[1], dtype)
+    _close(got[2], want[2], dtype)
+
+
+def test_sinkhorn_matches_pot():
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(1)
+    C = rng.random((50, 50))
+    want = ot.bregman.sinkhorn_log(np.full(50, 0.02), np.full(50, 0.02), C, 0.5, numItermax=11, stopThr=0.0,
+                                   warn=False)
+    np.testing.assert_allclose(ops.sinkhorn_log(C, eps=0.5, n_iter=11, impl="native"), want, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(ops.sinkhorn_log(C.astype(np.float32), eps=0.5, n_iter=11, impl="native"), want,
+                               rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sinkhorn_early_stop_same_iterates_as_reference(dtype):
+    rng = np.random.default_rng(2)
+    C = rng.random((3, 40, 60)).astype(dtype)
+    for thr in (1e-2, 1e-4, 1e-6):
+        want = reference.sinkhorn_log(C, eps=0.1, n_iter=300, stop_thr=thr)
+        got = ops.sinkhorn_log(C, eps=0.1, n_iter=300, stop_thr=thr, impl="native")
+        _close(got, want, dtype, float(want.max()))
+        assert np.abs(got.sum(1) - 1 / 60).sum(-1).max() < thr * 1.01 + 1e-6
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-2])
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_sinkhorn_hard_cases_stay_finite(eps, scale):
+    rng = np.random.default_rng(3)
+    C = (rng.standard_normal((4, 64, 48)) * scale).astype(np.float32)
+    plan, f, g = ops.sinkhorn_log(C, eps=eps, n_iter=30, return_duals=True, impl="native")
+    assert np.isfinite(plan).all() and np.isfinite(f).all() and np.isfinite(g).all()
+    # the last update is the f-update, so rows match their marginal up to float32 rounding of C/eps
+    np.testing.assert_allclose(plan.sum(2), 1 / 64, rtol=0.2)
+
+
+def test_sinkhorn_property_never_nan_or_inf():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(n=st.integers(1, 40), m=st.integers(1, 40), scale=st.floats(1e-3, 1e3),
+                      eps=st.floats(1e-3, 10.0), seed=st.integers(0, 2**31 - 1))
+    def check(n, m, scale, eps, seed):
+        rng = np.random.default_rng(seed)
+        C = (rng.standard_normal((2, n, m)) * scale).astype(np.float32)
+        plan, f, g = ops.sinkhorn_log(C, eps=eps, n_iter=15, return_duals=True, impl="native")
+        assert np.isfinite(plan).all() and np.isfinite(f).all() and np.isfinite(g).all()
+
+    check()
+
+
+@pytest.mark.parametrize("heads", [1, 6])
+@pytest.mark.parametrize("clamp_min", [None, 0.0])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_correlation_matches_reference(heads, clamp_min, masked, dtype):
+    rng = np.random.default_rng(heads)
+    # odd Nq/Ns exercise the partial register tiles
+    q = rng.standard_normal((2, 3, 24, 53)).astype(dtype)
+    s = rng.standard_normal((2, 3, 24, 19)).astype(dtype)
+    mask = (rng.random((2, 3, 19)) > 0.4).astype(dtype) if masked else None
+    want = reference.cosine_correlation(q, s, heads, clamp_min, mask)
+    got = ops.cosine_correlation(q, s, heads, clamp_min, mask, impl="native")
+    assert got.shape == want.shape == (2, 3, heads, 53, 19) and got.dtype == want.dtype
+    _close(got, want, dtype)
+
+
+def test_correlation_layer_list_of_different_shapes_one_call():
+    rng = np.random.default_rng(4)
+    # TLG-like: channel counts above the kernel's 256-channel block and spatial sizes of 3 scales
+    shapes = [(64, 100), (300, 49), (520, 16)]
+    qs = [rng.standard_normal((1, c, n)).astype(np.float32) for c, n in shapes]
+    ss = [rng.standard_normal((1, c, n)).astype(np.float32) for c, n in shapes]
+    want = reference.cosine_correlation(qs, ss, 1, 0.0)
+    got = ops.cosine_correlation(qs, ss, 1, 0.0, impl="native")
+    assert isinstance(got, list) and len(got) == 3
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        _close(g, w, np.float32)
+
+
+def test_correlation_cst_layout_heads_and_layers():
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((1, 12, 384, 49)).astype(np.float32)
+    s = rng.standard_normal((2, 12, 384, 10)).astype(np.float32)
+    q = np.broadcast_to(q, (2, 12, 384, 49))  # query shared by 2 supports
+    got = ops.cosine_correlation(q, s, heads=6, impl="native")
+    assert got.shape == (2, 12, 6, 49, 10)
+    _close(got, reference.cosine_correlation(q, s, heads=6), np.float32)
+
+
+def test_dispatch_uses_native_when_built(monkeypatch):
+    assert ops.has_native() and ops.active_path() == "native"
+    monkeypatch.setenv("EDGEFSS_FORCE_REFERENCE", "1")
+    assert ops.active_path() == "reference"
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: ops.sinkhorn_log(np.zeros(5), impl="native"), "cost"),
+        (lambda: ops.sinkhorn_log(np.zeros((2, 3), np.int32), impl="native"), "floating"),
+        (lambda: ops.sinkhorn_log(np.zeros((2, 3)), a=np.ones(4), impl="native"), "marginal a"),
+        (lambda: ops.sinkhorn_log(np.zeros((2, 3)), eps=-1.0, impl="native"), "eps"),
+        (lambda: ops.sinkhorn_log(np.zeros((2, 3)), stop_thr=-1.0, impl="native"), "stop_thr"),
+        (lambda: ops.cosine_correlation(np.zeros((4, 3)), np.zeros((5, 3)), impl="native"), "must agree"),
+        (lambda: ops.cosine_correlation(np.zeros((6, 3)), np.zeros((6, 2)), heads=4, impl="native"), "heads"),
+        (lambda: ops.cosine_correlation([np.zeros((4, 3))], [], impl="native"), "one entry per query"),
+    ],
+)
+def test_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_extension_checks_name_the_argument():
+    C = _native.native_module()
+    f32 = np.float32
+    with pytest.raises(ValueError, match="argument 'b' must be of shape \\(1, 2\\), got \\(1, 3\\)"):
+        C.sinkhorn_log(np.zeros((1, 2, 2), f32), np.ones((1, 2), f32), np.ones((1, 3), f32), 0.5, 3)
+    with pytest.raises(ValueError, match="argument 'a' must be of dtype float32, got float64"):
+        C.sinkhorn_log(np.zeros((1, 2, 2), f32), np.ones((1, 2)), np.ones((1, 2), f32), 0.5, 3)
+    with pytest.raises(ValueError, match="argument 'cost' must be C-contiguous"):
+        C.sinkhorn_log(np.zeros((1, 4, 4), f32)[:, ::2], np.ones((1, 2), f32), np.ones((1, 4), f32), 0.5, 3)
+    with pytest.raises(ValueError, match="argument 'support_mask\\[0\\]' must be of shape \\(1, 3\\)"):
+        C.cosine_correlation([np.zeros((1, 2, 4), f32)], [np.zeros((1, 2, 3), f32)], [np.ones((1, 4), f32)], 1)
+
+
+def test_cuda_entry_points_refuse_without_device():
+    C = _native.native_module()
+    if C.cuda_available():
+        pytest.skip("a CUDA device is present; covered by device tests")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        C.sinkhorn_log_cuda(np.zeros((1, 2, 2), np.float32), np.ones((1, 2), np.float32),
+                            np.ones((1, 2), np.float32), 0.5, 3)
+    with pytest.raises(ImportError, match="CUDA"):
+        _native.sinkhorn_log(np.zeros((2, 2), np.float32), device="cuda")

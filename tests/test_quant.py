@@ -1,0 +1,175 @@
+"""edgefss.quant (torch-free): episodes, calibration reader, exclusion policy, QDQ, the gate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgefss.errors import InputError
+from edgefss.quant.episodes import find_episodes
+from edgefss.quant.gate import agreement, cosine, mask_iou
+from edgefss.quant.reader import FeedReader
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def test_quant_never_imports_torch():
+    code = ("import sys, edgefss.quant, edgefss.quant.ort_int8, edgefss.quant.nncf_int8, edgefss.quant.pipeline, "
+            "edgefss.quant.runners; assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_episodes_pair_same_class_from_every_default_folder(shared_data):
+    folders = [shared_data / f for f in ("davis2016_val_subset", "coco_tiny16", "fss1000_example_eiffel",
+                                         "perseg_examples")]
+    eps = find_episodes(folders, 40, shots=1, seed=0)
+    assert len(eps) == 40
+    for e in eps:
+        assert len(e.support) == 1 and e.query.cls == e.support[0].cls == e.cls
+        assert e.query.image != e.support[0].image or e.query.mask != e.support[0].mask
+        assert e.query.image.is_file() and e.query.mask is not None and e.query.mask.is_file()
+    roots = {next(p for p in e.query.image.parents if p.parent == shared_data).name for e in eps}
+    assert roots == {f.name for f in folders}  # round-robin over classes reaches every folder
+    # the FSS-1000 layout: masks (N.png) are never taken as images
+    assert not any(e.query.image.suffix == ".png" and e.query.image.with_suffix(".jpg").exists() for e in eps)
+    assert [e.query.image for e in find_episodes(folders, 40, seed=0)] == [e.query.image for e in eps]
+
+
+def test_episodes_plain_folder_and_errors(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / cls / f"{i}.jpg"), np.full((20, 20, 3), 40 * i, np.uint8))
+    eps = find_episodes(tmp_path, 10, shots=2)
+    assert len(eps) == 2 and {e.cls for e in eps} == {"a", "b"}
+    assert all(s.mask is None for e in eps for s in e.support)
+    with pytest.raises(InputError, match="at least 4 images"):
+        find_episodes(tmp_path, 5, shots=3)
+    with pytest.raises(InputError, match="not a directory"):
+        find_episodes(tmp_path / "missing", 5)
+
+
+def test_feed_reader_protocol():
+    feeds = [{"x": np.full((1,), i, np.float32)} for i in range(5)]
+    r = FeedReader(feeds)
+    assert len(r) == 5
+    got = [r.get_next()["x"][0] for _ in range(5)]
+    assert got == [0, 1, 2, 3, 4] and r.get_next() is None
+    r.rewind()
+    assert r.get_next()["x"][0] == 0
+    r.set_range(2, 4)
+    assert len(r) == 2 and [r.get_next()["x"][0], r.get_next()["x"][0]] == [2, 3] and r.get_next() is None
+    with pytest.raises(InputError):
+        r.set_range(3, 9)
+    with pytest.raises(InputError):
+        FeedReader([])
+
+
+def _tiny_convnet(path, seed=0):
+    """x (1,3,16,16) -> Conv -> Relu -> Conv -> (+ x-branch Conv) Add -> Conv 'last' -> y."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w3", "b3"], ["c3"], name="conv_skip"),
+        helper.make_node("Add", ["c2", "c3"], ["a"], name="residual_add"),
+        helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+        helper.make_node("Conv", ["s", "w4", "b4"], ["y"], name="conv_last"),
+    ]
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8), w("w2", 8, 8, 3, 3), w("b2", 8), w("w3", 8, 3, 1, 1), w("b3", 8),
+             w("w4", 2, 8, 1, 1), w("b4", 2)]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16, 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+    return m
+
+
+def test_exclusion_policy_keeps_non_conv_and_last_layer_float(tmp_path):
+    from edgefss.quant.ort_int8 import exclusion_policy, last_layers
+
+    m = _tiny_convnet(tmp_path / "m.onnx")
+    assert last_layers(m) == ["conv_last"]
+    assert exclusion_policy(m, keep_last=True) == sorted(["relu1", "residual_add", "sig", "conv_last"])
+    assert "conv_last" not in exclusion_policy(m, keep_last=False)
+    assert "conv1" in exclusion_policy(m, keep_last=False, extra=("conv1",))
+
+
+def test_quantize_onnx_s8s8_per_channel_and_accuracy(tmp_path):
+    from onnx import numpy_helper
+
+    from edgefss.quant.ort_int8 import quantize_onnx
+    from edgefss.quant.runners import ort_runner
+
+    _tiny_convnet(tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
+    info = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, keep_last=True,
+                         cache_path=tmp_path / "c.json")
+    assert info["quantizable_nodes"] == 4 and info["quantized_nodes"] == 3 and info["excluded_last"] == ["conv_last"]
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    zps = [inits[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # S8, symmetric (zero point 0)
+    dq_w = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].ndim == 4]
+    assert dq_w and all(inits[n.input[1]].size > 1 for n in dq_w)  # per-channel weight scales
+    dq_out = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    last = next(n for n in q.graph.node if n.name == "conv_last")
+    assert not any(i in dq_out for i in last.input[1:])  # last layer's weights stay float
+    x = feeds[3]
+    ref, got = ort_runner(tmp_path / "m.onnx")(x)["y"], ort_runner(tmp_path / "q.onnx")(x)["y"]
+    c = cosine(ref, got)
+    print(f"tiny convnet INT8 vs FP32 cosine {c:.5f}")
+    assert 0.99 < c < 1.0
+    # re-quantizing with the cache and one more exclusion needs no feeds and keeps conv1 float
+    info2 = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q2.onnx", feeds[:1], keep_last=True,
+                          extra_exclude=("conv1",), cache_path=tmp_path / "c.json")
+    assert info2["quantized_nodes"] == 2
+
+
+def test_gate_figures_against_direct_computation():
+    a = np.zeros((1, 4, 4), bool)
+    a[0, :2] = True
+    b = np.zeros((1, 4, 4), bool)
+    b[0, 1:3] = True
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+    assert mask_iou(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    x = np.array([1.0, 2.0, 3.0])
+    assert cosine(x, -x) == pytest.approx(-1.0) and cosine(x, 2 * x) == pytest.approx(1.0)
+    r = agreement([{"o": x}, {"o": x}], [{"o": x}, {"o": x + [0, 0, 1]}], [a, a], [a, b], threshold=0.7)
+    assert r.agreement == pytest.approx((1 + 4 / 12) / 2) and not r.passed
+    assert r.cosine["o"] == pytest.approx(float(x @ (x + [0, 0, 1]) / np.linalg.norm(x) / np.linalg.norm(x + [0, 0, 1])))
+    assert r.fg_fraction == pytest.approx(0.5)
+    assert "FAIL" in r.summary() and r.to_dict()["passed"] is False
+
+
+@pytest.mark.openvino
+def test_nncf_quantize_tiny_graph(tmp_path):
+    pytest.importorskip("nncf")
+    from edgefss.quant.nncf_int8 import quantize_ov
+    from edgefss.quant.runners import ort_runner, ov_runner
+
+    _tiny_convnet(tmp_path / "m.onnx")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    info = quantize_ov(tmp_path / "m.onnx", tmp_path / "q.xml", feeds, transformer=False, ignored=["conv_last"])
+    assert (tmp_path / "q.bin").is_file() and info["subset_size"] == 8
+    assert "FakeQuantize" in (tmp_path / "q.xml").read_text()
+    c = cosine(ort_runner(tmp_path / "m.onnx")(feeds[0])["y"], ov_runner(tmp_path / "q.xml")(feeds[0])["y"])
+    print(f"tiny convnet NNCF INT8 vs FP32 cosine {c:.5f}")
+    assert c > 0.98
