@@ -72,7 +72,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["edgefss", "edgefss.*"]),
     package_data={"edgefss": ["recipes/*.json", "data/*.json"]},
-    install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "tqdm>=4.60"],
+    install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "tqdm>=4.60", "pillow>=9"],
     extras_require=extras,
     ext_modules=[CMakeExtension("edgefss._C")],
     cmdclass={"build_ext": CMakeBuild},

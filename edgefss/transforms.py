@@ -147,7 +147,9 @@ def load_mask(mask: ImageLike, name: str = "mask") -> np.ndarray:
         if not path.is_file():
             raise InputError(f"{name}: file not found: '{path}'")
         cv2 = _cv2()
-        arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        arr = _read_indexed_png(path)
+        if arr is None:
+            arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise InputError(f"{name}: '{path}' could not be decoded as a PNG mask")
         src = f"'{path}'"
@@ -170,6 +172,23 @@ def load_mask(mask: ImageLike, name: str = "mask") -> np.ndarray:
             f"{name}: {src} is not binary (values {vals[:6].tolist()}...); expected {{0,1}} or {{0,255}}"
         )
     return (arr > 0).astype(np.uint8)
+
+
+def _read_indexed_png(path: Path):
+    """Palette/gray PNGs as their stored indices (OpenCV expands a palette into colours,
+    which turns e.g. PerSeg's index-1 foreground into black). None when PIL is absent or the
+    file is not such an image."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "L", "1", "I", "I;16"):
+                return np.asarray(im)
+    except Exception:  # not decodable by PIL: let OpenCV try and report
+        return None
+    return None
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
