@@ -139,6 +139,7 @@ def read_manifest(bundle_dir, verify: bool = True) -> dict:
     for key in ("model", "backend", "precision", "preprocess", "graphs", "files"):
         if key not in man:
             raise BundleError(f"bundle: '{mp}' lacks the required field {key!r}")
+    _check_schema(man, mp)
     if verify:
         for name, info in man["files"].items():
             p = d / name
@@ -149,3 +150,55 @@ def read_manifest(bundle_dir, verify: bool = True) -> dict:
             if sha256_file(p) != info.get("sha256"):
                 raise BundleError(f"bundle: '{p}' does not match its SHA-256 in the manifest: file changed or corrupt")
     return man
+
+
+def _check_schema(man: dict, mp: Path) -> None:
+    """Types of the fields the runtime reads, so a hand-edited manifest fails here with one
+    BundleError instead of a KeyError/AttributeError deep inside the runtime."""
+
+    def get(field: str):
+        cur = man
+        for k in field.split("."):
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        return cur
+
+    def bad(field: str, want: str):
+        raise BundleError(f"bundle: '{mp}' field {field} is {get(field)!r}; expected {want}")
+
+    def is_num(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    for key in ("model", "backend", "precision"):
+        if not isinstance(man[key], str):
+            bad(key, "a string")
+    pre = man["preprocess"]
+    if not isinstance(pre, dict):
+        bad("preprocess", "an object {imgsz, mean, std}")
+    imgsz = pre.get("imgsz")
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 8 or imgsz % 8:
+        bad("preprocess.imgsz", "a positive int multiple of 8")
+    for k in ("mean", "std"):
+        v = pre.get(k)
+        if not (isinstance(v, list) and len(v) == 3 and all(is_num(x) for x in v)):
+            bad(f"preprocess.{k}", "a list of 3 numbers")
+    if not all(x > 0 for x in pre["std"]):
+        bad("preprocess.std", "3 positive numbers")
+    graphs = man["graphs"]
+    if not isinstance(graphs, dict):
+        bad("graphs", "an object {graph name: {file, inputs, outputs}}")
+    for g, info in graphs.items():
+        if not (isinstance(info, dict) and isinstance(info.get("file"), str)
+                and all(isinstance(info.get(k, {}), dict) for k in ("inputs", "outputs"))):
+            bad(f"graphs.{g}", "an object with 'file' (str), 'inputs' and 'outputs' (objects)")
+    pm = man.get("pseudo_mask")
+    thr = pm.get("threshold") if isinstance(pm, dict) else None
+    if pm is not None and not (isinstance(pm, dict) and (thr is None or is_num(thr))):
+        bad("pseudo_mask", "an object with a numeric (or null) 'threshold'")
+    files = man["files"]
+    if not isinstance(files, dict):
+        bad("files", "an object {file name: {sha256, bytes}}")
+    for name, info in files.items():
+        # A plain file name inside the bundle: '../x' or 'a/b' would hash files outside it.
+        if Path(name).name != name or name in (".", "..") or not isinstance(info, dict):
+            raise BundleError(f"bundle: '{mp}' has a bad 'files' entry {name!r}: expected a plain file name "
+                              'mapped to {"sha256": ..., "bytes": ...}')

@@ -33,7 +33,7 @@ SLOW_WRITER = textwrap.dedent("""
             print(f"staged {i}", flush=True)
         print("committing", flush=True)
         w.commit({"model": "cst", "backend": "onnxruntime", "precision": "fp32",
-                  "preprocess": {}, "graphs": {}, "tag": tag})
+                  "preprocess": {"imgsz": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "graphs": {}, "tag": tag})
     print("done", flush=True)
 """)
 

@@ -88,15 +88,8 @@ def manifest_dir(tmp_path_factory):
 
 def _base():
     return {"format": "edgefss-bundle", "format_version": 1, "model": "cst", "backend": "onnxruntime",
-            "precision": "fp32", "preprocess": {"imgsz": 32}, "graphs": {},
+            "precision": "fp32", "preprocess": {"imgsz": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "graphs": {},
             "files": {"encoder.onnx": {"sha256": "0" * 64, "bytes": 10}}}
-
-
-def _known_bug(man) -> bool:
-    """read_manifest trusts that "files" maps names to dicts (AttributeError otherwise); see
-    test_read_manifest_rejects_malformed_files_field. Remove once bundle.py checks it."""
-    f = man.get("files")
-    return "files" in man and not (isinstance(f, dict) and all(isinstance(v, dict) for v in f.values()))
 
 
 @FAST
@@ -107,7 +100,6 @@ def test_read_manifest_mutations_raise_bundle_error_only(manifest_dir, key, valu
         del man[key]
     else:
         man[key] = value
-    assume(not _known_bug(man))
     (manifest_dir / "manifest.json").write_text(json.dumps(man))
     try:
         got = read_manifest(manifest_dir, verify=True)
@@ -117,9 +109,6 @@ def test_read_manifest_mutations_raise_bundle_error_only(manifest_dir, key, valu
         assert isinstance(got, dict)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "edgefss/bundle.py read_manifest does not type-check 'files' (AttributeError instead of "
-    "BundleError); fix proposed in the issue-7 report"))
 @pytest.mark.parametrize("files", [None, [], "x", {"encoder.onnx": 3}, {"encoder.onnx": None}])
 def test_read_manifest_rejects_malformed_files_field(manifest_dir, files):
     man = dict(_base(), files=files)
@@ -128,9 +117,6 @@ def test_read_manifest_rejects_malformed_files_field(manifest_dir, files):
         read_manifest(manifest_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "edgefss/bundle.py read_manifest accepts file names that leave the bundle ('../x'); fix proposed "
-    "in the issue-7 report"))
 def test_read_manifest_rejects_paths_outside_the_bundle(manifest_dir):
     from edgefss.bundle import sha256_file
 
@@ -220,9 +206,6 @@ def bundle_copy(cst_bundle, tmp_path_factory):
     return d, json.loads((d / "manifest.json").read_text())
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, AttributeError, TypeError, ValueError), reason=(
-    "mangled manifest fields (preprocess={}, graphs='x', pseudo_mask='x', imgsz='x') reach the runtime "
-    "as KeyError/AttributeError; fix (bundle.read_manifest schema check) proposed in the issue-7 report"))
 @settings(max_examples=80, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(LOAD_KEYS), st.one_of(json_values, st.sampled_from(["cst", "tlg", "int8", "openvino"])),
