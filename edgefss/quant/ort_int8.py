@@ -20,7 +20,6 @@ from pathlib import Path
 from edgefss.errors import require
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
-CALIB_FOLD = 4
 
 
 def last_layers(model) -> list[str]:
@@ -103,10 +102,7 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
             per_channel=True, reduce_range=False,
             activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
             nodes_to_exclude=excl, calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True,
-                           # fold ranges every few samples: at 400x400 all ResNet-50 activations of
-                           # one sample take ~100s of MB, and MinMax would otherwise keep all of them
-                           "CalibMaxIntermediateOutputs": CALIB_FOLD},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True},
             calibration_cache_path=None if cache_path is None else str(cache_path),
         )
     finally:
