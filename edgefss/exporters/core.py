@@ -207,7 +207,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     log(f"bundle written: {out} ({total / 2**20:.1f} MiB; FP32 graphs {sizes['fp32'] / 2**20:.1f} MiB) "
         f"in {dt:.1f} s")
-    log(f"next: edgefss predict --bundle {out} --support IMG --support-mask MASK --class NAME --query IMG")
+    log(f"next: edgefss predict --bundle {out} --support IMG:CLASS [--support-mask IMG:MASK] --query IMG --out mask.png")
     return out
 
 
