@@ -90,6 +90,7 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
     _name_nodes(model)
     excl = exclusion_policy(model, keep_last, tuple(extra_exclude))
     named = Path(str(out_path) + ".named.onnx")
+    named.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(named))
     # ORT logs every float bias and the skipped pre-processing on the root logger: hundreds of lines
     root = logging.getLogger()
