@@ -453,9 +453,9 @@ def test_tampered_and_incompatible_bundles(tmp_path, images):
 
 def test_missing_backend_names_pip_line(tmp_path):
     pytest.importorskip("onnx")
-    from conftest import has_module
+    from importlib.util import find_spec
 
-    if has_module("tensorrt"):
+    if find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here")
     from edgefss.bundle import BundleWriter
     from edgefss.runtime import Segmenter
