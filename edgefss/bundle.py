@@ -3,8 +3,9 @@
 A bundle is a directory holding the graphs (ONNX / OpenVINO IR / TensorRT plan), side files
 (e.g. the TLG text table) and `manifest.json`, which records the model, preprocessing, graph
 I/O, precision, backend, verification figures and the SHA-256 of every file. Bundles are
-written atomically: everything goes to a temporary sibling directory which is renamed into
-place only when complete, so a killed export leaves the previous bundle or nothing.
+written atomically: everything goes to a temporary sibling directory which is swapped into
+place only when complete (Linux renameat2 RENAME_EXCHANGE; two renames elsewhere), so a killed
+export leaves the previous bundle or nothing; the next writer removes what a killed one left.
 Never imports torch.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +51,66 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h: atomically swap two paths (Linux >= 3.15, most local filesystems)
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap directories a and b (renameat2 RENAME_EXCHANGE). False where unsupported
+    (not Linux, old kernel/libc, filesystem without it); the caller then falls back to renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale(out_dir) -> list[Path]:
+    """Clean up after writers of `out_dir` that were killed (SIGKILL runs no cleanup).
+
+    - `.NAME.tmp-PID-*`: a staging dir of a dead writer -> deleted (it was never committed).
+    - `.NAME.old-PID`: the previous bundle moved aside by a dead writer's fallback commit -> put back
+      at `out_dir` if nothing is there, else deleted.
+    Directories of live PIDs are left alone. Returns the paths removed or restored.
+    """
+    out_dir = Path(out_dir)
+    parent, name = out_dir.parent, out_dir.name
+    done = []
+    if not parent.is_dir():
+        return done
+    for kind in ("old", "tmp"):
+        for p in sorted(parent.glob(f".{name}.{kind}-*")):
+            try:
+                pid = int(p.name[len(f".{name}.{kind}-"):].split("-")[0])
+            except ValueError:
+                continue
+            if not p.is_dir() or _pid_alive(pid):
+                continue
+            if kind == "old" and not out_dir.exists():
+                p.replace(out_dir)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+            done.append(p)
+    return done
+
+
 class BundleWriter:
     """Stage files for a bundle in a temp dir; `commit()` renames it into place.
 
@@ -62,6 +124,7 @@ class BundleWriter:
     def __init__(self, out_dir):
         self.out_dir = Path(out_dir).resolve()
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        recover_stale(self.out_dir)
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{os.getpid()}-{int(time.time() * 1e3)}"
         self.tmp.mkdir()
         self.committed = False
@@ -97,10 +160,16 @@ class BundleWriter:
         tmp_man.replace(self.tmp / MANIFEST)
         _fsync_dir(self.tmp)
         old = None
-        if self.out_dir.exists():
+        if self.out_dir.exists() and _exchange(self.tmp, self.out_dir):
+            old = self.tmp  # the swap put the previous bundle here; out_dir was never absent
+        elif self.out_dir.exists():
+            # no atomic swap on this OS/filesystem: two renames, with a moment where out_dir is
+            # absent; recover_stale() puts '.name.old-PID' back if a kill lands in that moment
             old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}"
             self.out_dir.replace(old)
-        self.tmp.replace(self.out_dir)
+            self.tmp.replace(self.out_dir)
+        else:
+            self.tmp.replace(self.out_dir)
         _fsync_dir(self.out_dir.parent)
         self.committed = True
         if old is not None:

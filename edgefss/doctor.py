@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edgefss._version import __version__
-from edgefss.errors import _PIP as PIP_LINES
+from edgefss.errors import pip_hint
 
 # (import name, distribution names to ask for a version, what it enables)
 PACKAGES = (
@@ -65,7 +65,7 @@ def _package(name: str, dists, enables: str) -> dict:
     installed = importlib.util.find_spec(name) is not None
     entry = {"installed": installed, "version": _version(dists) if installed else None, "enables": enables}
     if not installed:
-        entry["pip"] = PIP_LINES.get(name, f"pip install {name}")
+        entry["pip"] = pip_hint(name)
     return entry
 
 

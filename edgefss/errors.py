@@ -32,7 +32,7 @@ class StateError(EdgeFSSError, RuntimeError):
     """An API was called in the wrong order (e.g. predict before set_support)."""
 
 
-_PIP = {
+_PIP = {  # top-level module -> install line; read through pip_hint()
     "torch": "pip install 'edgefss[torch]'  (pins torch==2.13.0, the CPU wheel)",
     "onnx": "pip install onnx",
     "onnxruntime": "pip install onnxruntime",
@@ -43,6 +43,12 @@ _PIP = {
     "cv2": "pip install opencv-python-headless",
     "matplotlib": "pip install matplotlib",
 }
+
+
+def pip_hint(module: str) -> str:
+    """The exact install line for optional package `module` (top-level name, e.g. "openvino")."""
+    top = module.split(".")[0]
+    return _PIP.get(top, f"pip install {top}")
 
 
 def require(module: str, purpose: str):
@@ -58,7 +64,7 @@ def require(module: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        hint = _PIP.get(top, f"pip install {top}")
+        hint = pip_hint(top)
         raise BackendUnavailableError(
             f"{purpose} needs the Python package '{top}', which is not installed: {hint}"
         ) from exc

@@ -47,6 +47,7 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
             raise InputError(f"{name}: file not found: '{path}'")
         if path.stat().st_size == 0:
             raise InputError(f"{name}: '{path}' is empty (0 bytes); expected a JPEG/PNG image")
+        _check_header_size(path, name)
         cv2 = _cv2()
         data = np.fromfile(str(path), dtype=np.uint8)
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -68,6 +69,31 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
             f"{name}: expected a file path or an (H, W, 3) uint8 numpy array, got {type(image).__name__}"
         )
     return _to_rgb_uint8(arr, name, src)
+
+
+def _check_header_size(path: Path, name: str) -> None:
+    """Reject an over-sized image from its header, before decoding it: a 10000x10000 file would
+    otherwise cost ~300 MB and seconds of decoding only to be refused. Formats PIL cannot parse
+    are left to the decoder (and the size check after it)."""
+    import warnings
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's decompression-bomb warning: we decide below
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        w = h = MAX_SIDE + 1
+    except Exception:  # noqa: BLE001 — not a PIL format or corrupt: the decoder reports it
+        return
+    if max(h, w) > MAX_SIDE:
+        raise InputError(
+            f"{name}: '{path}' is {h}x{w} pixels (from its header); expected at most {MAX_SIDE} per side"
+        )
 
 
 def _to_rgb_uint8(arr: np.ndarray, name: str, src: str) -> np.ndarray:

@@ -34,11 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args):
     """argparse namespace -> DemoConfig (also used by examples/camera_app.py)."""
     from edgefss.app import DemoConfig
-    from edgefss.cli.predict import _split
+    from edgefss.cli.predict import split_spec
     from edgefss.errors import InputError
 
-    pairs = [_split(s, "--support") for s in args.support]
-    masks = dict(_split(s, "--support-mask") for s in args.support_mask)
+    pairs = [split_spec(s, "--support") for s in args.support]
+    masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
         raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")

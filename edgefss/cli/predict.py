@@ -15,7 +15,8 @@ from pathlib import Path
 from edgefss.errors import InputError
 
 
-def _split(spec: str, what: str) -> tuple[str, str]:
+def split_spec(spec: str, what: str) -> tuple[str, str]:
+    """'IMAGE:CLASS' (or 'IMAGE:MASK') -> (image, class); InputError naming the flag `what`."""
     # rsplit so Windows drive letters (C:\x.jpg:dog) keep working
     if ":" not in spec:
         raise InputError(f"{what}: {spec!r} must be IMAGE:{'CLASS' if what == '--support' else 'MASK'}")
@@ -50,8 +51,8 @@ def run(args) -> int:
     from edgefss.runtime.visualize import overlay, write_png
     from edgefss.transforms import load_image
 
-    pairs = [_split(s, "--support") for s in args.support]
-    masks = dict(_split(s, "--support-mask") for s in args.support_mask)
+    pairs = [split_spec(s, "--support") for s in args.support]
+    masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
         raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")

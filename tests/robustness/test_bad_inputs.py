@@ -232,3 +232,15 @@ def test_int8_bundle_on_a_backend_it_was_not_built_for(tmp_path):
     with pytest.raises(BundleError, match="INT8 bundle built for onnxruntime") as ei:
         Segmenter.load(b, backend="openvino")
     assert "re-export" in str(ei.value)
+
+
+def test_oversized_image_refused_before_decoding(corpus, monkeypatch):
+    """The side-length limit is checked from the file header: the decoder never runs."""
+    import cv2
+
+    def boom(*a, **k):
+        raise AssertionError("cv2.imdecode ran on an over-sized image")
+
+    monkeypatch.setattr(cv2, "imdecode", boom)
+    with pytest.raises(InputError, match="from its header"):
+        load_image(corpus["10000x10000 image"][0], "query")
