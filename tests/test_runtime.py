@@ -420,8 +420,9 @@ def test_bad_inputs_raise_clear_errors(cst_bundle, tlg_bundle, images, tmp_path)
     seg.set_support([images[0]], ["dog"])
     with pytest.raises(InputError, match="query"):
         seg.predict(tmp_path / "missing_query.png")
-    with pytest.raises(InputError, match="refine_steps"):
-        seg.predict(images[1], refine_steps=1)  # CST has no query-mask input
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(InputError, match="refine_steps"):
+            seg.predict(images[1], refine_steps=bad)
     tlg = Segmenter.load(tlg_bundle)
     with pytest.raises(InputError, match="did you mean: dog"):
         tlg.set_support([images[0]], ["dgo"])
@@ -718,3 +719,12 @@ def test_exported_bundle_matches_pytorch_model(model, tmp_path, davis_pair):
             np.testing.assert_allclose(pred.probs, p_cls, atol=1e-4)
     assert pred.logits.shape == ref.shape
     assert np.abs(pred.logits - ref).max() <= 1e-4
+    if model == "cst":
+        # the split path: edgefss.ops correlation + the exported learner graph, same logits
+        from edgefss.ops import has_native
+
+        for ops in ("reference",) + (("native",) if has_native() else ()):
+            split = Segmenter.load(bundle, backend="onnxruntime", ops=ops)
+            split.set_support([s_img], [cls], masks=[s_mask])
+            assert split.ops_path == ops
+            assert np.abs(split.predict(q_img).logits - ref).max() <= 1e-4

@@ -19,11 +19,18 @@ class Adapter:
     Attributes:
         model: manifest "model" value handled.
         S: network input size; grid: S/8, the size of pseudo-masks and support masks.
-        supports_refine: whether predict(refine_steps > 0) can feed the predicted query mask back.
+        supports_refine: whether predict(refine_steps > 0) is possible.
+        refine_mode: how a refinement step feeds the prediction back: "query" (the previous query
+            fg probability becomes a head input, `head_extras(refine=...)`; TLG) or "mutual"
+            (IMR-style: reverse episodes refine the support masks, runtime/refine.py; CST).
+        ops_path: how the head runs, set by the Segmenter: "graph" (the bundle's head graph) or,
+            for adapters with a split head, "native" / "reference" (see runtime/hotpath.py).
     """
 
     model = ""
     supports_refine = False
+    refine_mode = "query"
+    ops_path = "graph"
 
     def __init__(self, manifest: dict, bundle_dir):
         self.manifest = manifest
@@ -43,6 +50,10 @@ class Adapter:
                 f"bundle: '{self.bundle_dir}' {self.model} {graph} graph lacks {kind} {missing} "
                 f"(has {sorted(have)}); it was not written by a compatible `edgefss export`"
             )
+
+    def has_split_head(self) -> bool:
+        """True when the bundle has a `learner` graph (the head without its correlation)."""
+        return False
 
     # --- per-model glue -------------------------------------------------------------------
     def check_classes(self, class_names: list[str]) -> None:
@@ -65,6 +76,15 @@ class Adapter:
                 previous step (only when supports_refine).
         """
         return {}
+
+    def run_head(self, backend, feeds: dict, timings: dict | None = None) -> dict:
+        """One head call on `feeds` (head input name -> array) -> head outputs (name -> array).
+
+        Args:
+            timings: optional dict; an adapter that does work outside the graphs adds its
+                milliseconds there (CST: "corr").
+        """
+        return backend.run("head", feeds)
 
     def split_outputs(self, out: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """Head outputs -> (query seg logits (B, 2, S/4, S/4) float32, cls logits (B, 2) or None)."""

@@ -1,10 +1,11 @@
 """Segmenter: few-shot segmentation with an exported bundle, no torch.
 
 Usage:
-    seg = Segmenter.load("bundle/", backend=None, threads=None)
+    seg = Segmenter.load("bundle/", backend=None, threads=None, ops="auto")
     seg.set_support([img_a, img_b], ["dog", "cat"])        # encoder runs once per support image
     pred = seg.predict(query)                              # encoder on the query + one head batch
     pred.mask  # (H, W) uint8 at the query's original size: 0 background, i = pred.classes[i-1]
+    seg.ops_path  # "graph" | "native" | "reference": how the head's correlation runs (hotpath.py)
 
 Thread safety: `predict` may run from several threads at once. The support set is an immutable
 snapshot that `set_support` / `reset_support` replace atomically; `predict` reads it once, so a
@@ -24,8 +25,10 @@ import numpy as np
 from edgefss.bundle import read_manifest
 from edgefss.config import PreprocessCfg
 from edgefss.errors import BundleError, InputError, StateError, require
+from edgefss.runtime import hotpath
 from edgefss.runtime import postprocess as post
 from edgefss.runtime.adapters import Adapter, stack_entries
+from edgefss.runtime.refine import refine_support_masks
 from edgefss.runtime.session import Backend, open_backend
 from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask, resize_prob
 
@@ -48,7 +51,12 @@ class Prediction:
             (for K = 1 exactly the head's output).
         fg_prob: (N, H, W) float32 per-class foreground probability at the original size.
         classes: the N class names, in order of first appearance in set_support.
-        timings: milliseconds: encode, head, post, total.
+        timings: milliseconds: encode, head, post, total; with ops_path "native"/"reference" also
+            corr (the correlation part of head).
+        ops_path: "graph", "native" or "reference": how the head's correlation ran.
+        support_masks: CST: (N*K, S/8, S/8) float32 {0,1} support masks of the last query pass,
+            row i for set_support's images[i] (refine_steps > 0 may have refined them). TLG: None
+            (its query prediction uses no support mask).
     """
 
     mask: np.ndarray
@@ -58,15 +66,28 @@ class Prediction:
     fg_prob: np.ndarray
     classes: list
     timings: dict = field(default_factory=dict)
+    ops_path: str = "graph"
+    support_masks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class _Support:
-    """Immutable cached support set."""
+    """Immutable cached support set (head-batch entries are class-major)."""
 
     classes: tuple          # N class names
     groups: tuple           # groups[c] = indices of class c's shots in the head batch
     chunks: tuple           # stacked head inputs, one dict per head call (<= max batch each)
+    order: tuple = ()       # order[j] = set_support index of head-batch entry j
+    given: tuple = ()       # given[j]: the caller gave entry j's mask (refinement keeps it)
+    images: tuple = ()      # mutual refinement: resized (S, S, 3) uint8 of entry j, to re-encode
+    # mutual refinement: j -> (1, 12, 384, T) float16 query_feats of support j, filled on first use
+    query_feats: dict = field(default_factory=dict, compare=False)
+
+    def support_masks(self) -> np.ndarray | None:
+        """(B, S/8, S/8) float32 head-batch support masks, or None when the head takes none."""
+        if "support_mask" not in self.chunks[0]:
+            return None
+        return np.concatenate([c["support_mask"] for c in self.chunks])
 
 
 def _adapter_for(manifest: dict, bundle_dir) -> Adapter:
@@ -96,9 +117,11 @@ def mask_to_grid(mask: np.ndarray, imgsz: int, grid: int) -> np.ndarray:
 class Segmenter:
     """Few-shot segmenter over a bundle; see the module docstring. Build with Segmenter.load."""
 
-    def __init__(self, backend: Backend, adapter: Adapter, manifest: dict, bundle_dir: Path):
+    def __init__(self, backend: Backend, adapter: Adapter, manifest: dict, bundle_dir: Path,
+                 ops_path: str = "graph"):
         self.backend = backend
         self.adapter = adapter
+        adapter.ops_path = ops_path
         self.manifest = manifest
         self.bundle_dir = bundle_dir
         self.cfg = PreprocessCfg.from_dict(manifest["preprocess"])
@@ -108,7 +131,7 @@ class Segmenter:
 
     @classmethod
     def load(cls, bundle_dir, backend: str | None = None, threads: int | None = None, device=None,
-             verify: bool = True) -> "Segmenter":
+             verify: bool = True, ops: str = "auto") -> "Segmenter":
         """Open a bundle written by `edgefss export`.
 
         Args:
@@ -117,12 +140,28 @@ class Segmenter:
             threads: CPU threads for the engine (None = its default).
             device: engine device, see session.open_backend.
             verify: check every file's SHA-256 against the manifest (a tampered bundle -> BundleError).
+            ops: how the head's correlation runs (runtime/hotpath.py): "graph" (inside the head
+                graph), "native" (compiled edgefss.ops kernel + the learner graph; CST bundles),
+                "reference" (NumPy correlation + learner, to compare) or "auto" (the measured
+                faster one for the backend). The choice is `seg.ops_path`.
+
+        Raises:
+            InputError: bad ops value, or "native"/"reference" for a bundle without a learner graph.
+            BackendUnavailableError: ops="native" without the compiled extension edgefss._C.
         """
+        hotpath.check_ops(ops)
         bundle_dir = Path(bundle_dir)
         manifest = read_manifest(bundle_dir, verify=verify)
         adapter = _adapter_for(manifest, bundle_dir)
-        be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device)
-        return cls(be, adapter, manifest, bundle_dir)
+        graphs = hotpath.requested_graphs(ops, adapter)
+        be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device, graphs=graphs)
+        path = hotpath.resolve_ops(ops, adapter, manifest, be, bundle_dir)
+        return cls(be, adapter, manifest, bundle_dir, ops_path=path)
+
+    @property
+    def ops_path(self) -> str:
+        """How the head's correlation runs: "graph", "native" or "reference" (runtime/hotpath.py)."""
+        return self.adapter.ops_path
 
     # ------------------------------------------------------------------------------ support
     @property
@@ -173,7 +212,8 @@ class Segmenter:
         if len(classes) > 255:
             raise InputError(f"class_names: {len(classes)} classes; at most 255 fit the uint8 label mask")
 
-        entries = {}
+        entries, resized = {}, {}
+        mutual = self.adapter.refine_mode == "mutual"
         for i, (img, name, m) in enumerate(zip(images, class_names, masks)):
             rgb = load_image(img, f"images[{i}]")
             grid_mask = None
@@ -190,7 +230,11 @@ class Segmenter:
                         "pass None to use the pseudo-mask"
                     )
                 grid_mask = mask_to_grid(mk, self.cfg.imgsz, self.adapter.grid)
-            enc = self._encode(rgb)
+            small = resize_image(rgb, self.cfg.imgsz)
+            if mutual:
+                # refinement re-encodes supports for its reverse episodes: keep the network-size copy
+                resized[i] = small
+            enc = self._encode(small)  # resize_image is the identity on an S x S image
             entries[i] = self.adapter.support_entry(enc, grid_mask, name)
 
         # class-major order so each class's shots are contiguous in the head batch
@@ -203,7 +247,9 @@ class Segmenter:
         ordered = [entries[i] for i in order]
         step = self.max_batch
         chunks = tuple(stack_entries(ordered[s:s + step]) for s in range(0, len(ordered), step))
-        snapshot = _Support(classes=tuple(classes), groups=tuple(groups), chunks=chunks)
+        snapshot = _Support(classes=tuple(classes), groups=tuple(groups), chunks=chunks, order=tuple(order),
+                            given=tuple(masks[i] is not None for i in order),
+                            images=tuple(resized[i] for i in order) if mutual else ())
         with self._lock:
             self._support = snapshot
 
@@ -217,13 +263,21 @@ class Segmenter:
         x = normalize(resize_image(rgb, self.cfg.imgsz), self.cfg)
         return self.backend.run("encoder", {"image": x})
 
-    def _head(self, query: dict, support: _Support, refine=None):
+    def _head(self, query: dict, support: _Support, refine=None, masks=None, timings=None):
+        """Query entry x every support chunk -> (seg (B, 2, S/4, S/4), cls (B, 2) or None).
+
+        Args:
+            refine: refine_mode "query": (B, grid, grid) previous query fg probability.
+            masks: refine_mode "mutual": (B, grid, grid) support masks replacing the cached ones.
+        """
         seg, cls = [], []
         start = 0
         for chunk in support.chunks:
             b = next(iter(chunk.values())).shape[0]
             extra = self.adapter.head_extras(b, None if refine is None else refine[start:start + b])
-            out = self.backend.run("head", {**query, **chunk, **extra})
+            if masks is not None:
+                extra["support_mask"] = masks[start:start + b]
+            out = self.adapter.run_head(self.backend, {**query, **chunk, **extra}, timings)
             s, c = self.adapter.split_outputs(out)
             seg.append(s)
             cls.append(c)
@@ -237,33 +291,44 @@ class Segmenter:
 
         Args:
             query: file path or (H, W, 3) uint8 RGB array.
-            refine_steps: extra head passes feeding the predicted query mask back (IMR-style);
-                only for models whose head takes a query mask (TLG). 0 = one pass.
+            refine_steps: IMR-style refinement steps after the first pass, both models (0 = one
+                pass, bit-identical to no refinement). TLG: each step feeds the query fg
+                probability back as the head's query pseudo-mask. CST: each step refines the
+                support pseudo-masks with reverse episodes and predicts the query again
+                (runtime/refine.py; masks given to set_support stay as given).
 
         Returns:
             Prediction (see its docstring).
 
         Raises:
             StateError: no support set (call set_support first).
-            InputError: unreadable query, or refine_steps the model cannot do.
+            InputError: unreadable query, or refine_steps not an int >= 0.
         """
         support = self._support  # one snapshot for the whole call
         if support is None:
             raise StateError("predict: no support set; call set_support(images, class_names) first")
-        if not isinstance(refine_steps, int) or refine_steps < 0:
-            raise InputError(f"refine_steps: expected an int >= 0, got {refine_steps!r}")
-        if refine_steps and not self.adapter.supports_refine:
+        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
             raise InputError(
-                f"refine_steps: {self.adapter.model} has no query-mask input to refine with; use 0"
+                f"refine_steps: expected an int >= 0 (IMR-style refinement steps, CST and TLG), "
+                f"got {refine_steps!r}"
             )
+        if refine_steps and not self.adapter.supports_refine:
+            raise InputError(f"refine_steps: {self.adapter.model} bundles cannot refine; use 0")
         t0 = time.perf_counter()
         rgb = load_image(query, "query")
         H, W = rgb.shape[:2]
-        q = self.adapter.query_entry(self._encode(rgb))
+        q_enc = self._encode(rgb)
+        q = self.adapter.query_entry(q_enc)
         t1 = time.perf_counter()
-        seg, cls = self._head(q, support)
+        extra_ms: dict = {}
+        seg, cls = self._head(q, support, timings=extra_ms)
+        masks = support.support_masks()
         for _ in range(refine_steps):
-            seg, cls = self._head(q, support, refine=self._refine_input(seg, support))
+            if self.adapter.refine_mode == "query":
+                seg, cls = self._head(q, support, refine=self._refine_input(seg, support), timings=extra_ms)
+            else:
+                masks = self._mutual_masks(seg, q_enc, support, extra_ms)
+                seg, cls = self._head(q, support, masks=masks, timings=extra_ms)
         t2 = time.perf_counter()
         p_fg = post.fg_probability(seg, list(support.groups), (H, W))
         if cls is not None:
@@ -275,11 +340,36 @@ class Segmenter:
         mask = post.label_mask(p_fg)
         t3 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
+        timings = {"encode": ms(t0, t1), "head": ms(t1, t2), "post": ms(t2, t3), "total": ms(t0, t3)}
+        timings.update({k: round(v, 3) for k, v in extra_ms.items()})
+        if masks is not None:
+            caller_order = np.empty_like(masks)
+            caller_order[list(support.order)] = masks
+            masks = caller_order
         return Prediction(
             mask=mask, probs=probs, present=present, logits=post.mean_logits(seg, list(support.groups)),
-            fg_prob=p_fg, classes=list(support.classes),
-            timings={"encode": ms(t0, t1), "head": ms(t1, t2), "post": ms(t2, t3), "total": ms(t0, t3)},
+            fg_prob=p_fg, classes=list(support.classes), timings=timings, ops_path=self.ops_path,
+            support_masks=masks,
         )
+
+    def _mutual_masks(self, seg, q_enc: dict, support: _Support, timings: dict) -> np.ndarray:
+        """One mutual-refinement step (runtime/refine.py) -> (B, grid, grid) support masks."""
+        def reverse_head(feeds):
+            return self.adapter.split_outputs(self.adapter.run_head(self.backend, feeds, timings))[0]
+
+        return refine_support_masks(
+            seg, list(support.groups), support.support_masks(), support.given, self.adapter.grid,
+            q_enc["support_feats"], lambda j: self._support_query_feats(support, j), reverse_head,
+        )
+
+    def _support_query_feats(self, support: _Support, j: int) -> np.ndarray:
+        """(1, 12, 384, T) float32 query tokens of head-batch support j, cached as float16."""
+        qf = support.query_feats.get(j)
+        if qf is None:
+            # concurrent predicts may both encode j: same values, the last write wins
+            qf = self._encode(support.images[j])["query_feats"].astype(np.float16)
+            support.query_feats[j] = qf
+        return qf.astype(np.float32)
 
     def _refine_input(self, seg: np.ndarray, support: _Support) -> np.ndarray:
         """Previous head logits (B, 2, h, w) -> (B, grid, grid) float32: each shot gets its class's

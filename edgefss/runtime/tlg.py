@@ -7,8 +7,9 @@ Support entry: `support_feat_XX` (C_l, H_l, W_l) for every encoder level, the cl
 
 The query prediction of TLG depends only on the query pseudo-mask (models-spec §1, "Consequence"):
 a support mask given by the caller enters only the support branch, whose output the runtime does
-not use. Refinement (predict(refine_steps=k), IMR-style) feeds the previous step's query fg
-probability back as `query_pseudo` with `pseudo_given = 1`.
+not use. Refinement (predict(refine_steps=k), IMR-style) therefore refines the query side: it
+feeds the previous step's query fg probability back as `query_pseudo` with `pseudo_given = 1`
+(refine_mode "query"; CST instead refines its support masks, runtime/refine.py).
 
 Presence: TLG has no classification output; see postprocess.PRESENCE_MIN_AREA.
 """
@@ -29,6 +30,7 @@ _FEAT = re.compile(r"^feat_(\d{2})$")
 class TLGAdapter(Adapter):
     model = "tlg"
     supports_refine = True
+    refine_mode = "query"
 
     def __init__(self, manifest: dict, bundle_dir):
         super().__init__(manifest, bundle_dir)
