@@ -68,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--queries", type=int, default=None, help="query images used for agreement")
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting new configurations after this many seconds (rows left are 'skipped')")
+    p.add_argument("--ops", default="auto", choices=("auto", "graph", "native", "reference"),
+                   help="runtime correlation path (Segmenter.load ops=; auto = the measured faster per backend)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=FILE",
                    help="weights per model (default: random init)")
     p.add_argument("--out", default="runs/latency", help="output folder (JSON, CSV, PNG, cached bundles)")
@@ -130,6 +132,8 @@ def bench_images(n_support: int, n_query: int):
 class FakePredictor:
     """Harness self-test stand-in: a fixed NumPy workload per call, masks from image statistics."""
 
+    ops_path = "fake (no correlation)"
+
     def __init__(self, size: int, precision: str):
         self.size, self.precision = size, precision
         self.w = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32) / size
@@ -172,8 +176,6 @@ def count_torch(model, size: int) -> dict:
 
 def worker(cfg: dict) -> dict:
     """Measure one configuration in this (fresh) process."""
-    from edgefss.ops import active_path
-
     size, threads = cfg["size"], cfg["threads"]
     t_load = time.perf_counter()
     extra = {}
@@ -191,12 +193,14 @@ def worker(cfg: dict) -> dict:
     else:
         from edgefss.runtime import Segmenter
 
-        pred = Segmenter.load(cfg["bundle"], backend=cfg["backend"], threads=threads)
+        pred = Segmenter.load(cfg["bundle"], backend=cfg["backend"], threads=threads, ops=cfg.get("ops", "auto"))
     load_s = time.perf_counter() - t_load
     shots = cfg["shots"]
     sup, masks, queries, cls, source = bench_images(max(shots), cfg["queries"])
     w, r = cfg["warmup"], cfg["repeat"]
-    res = {"status": "ok", "load_s": load_s, "inputs": source, "ops_path": active_path()}
+    res = {"status": "ok", "load_s": load_s, "inputs": source,
+           # which implementation ran the head's correlation: the runtime's choice, or torch's own ops
+           "ops_path": getattr(pred, "ops_path", "torch (in-model)")}
     for k in shots:
         res[f"support_{k}shot_ms"] = H.time_calls(lambda: pred.set_support(sup[:k], [cls] * k), w, r)
     pred.set_support(sup[:1], [cls])
@@ -258,7 +262,7 @@ def machine(threads: int) -> dict:
     from edgefss.ops import active_path
 
     info = H.cpu_info()
-    info.update(threads=threads, gpu=H.gpu_info(), ops_path=active_path(), python=sys.version.split()[0])
+    info.update(threads=threads, gpu=H.gpu_info(), ops_impl=active_path(), python=sys.version.split()[0])
     try:
         from edgefss.ops import has_native
 
@@ -272,7 +276,8 @@ def header(m: dict, args) -> str:
     isa = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["isa"].items())
     return "\n".join([
         f"machine: {m['cpu']} ({m['arch']}, {m['logical_cpus']} logical CPUs; {isa})",
-        f"threads: {m['threads']}   GPU: {m['gpu'] or 'none'}   Sinkhorn/correlation path: {m['ops_path']}"
+        f"threads: {m['threads']}   GPU: {m['gpu'] or 'none'}   edgefss.ops implementation: {m['ops_impl']}"
+        f"   runtime head path: --ops {args.ops} (per row below)"
         f"   NumPy fp32 matmul peak: {m.get('matmul_gflops', float('nan')):.1f} GFLOP/s",
         f"mode: {args.mode}; warm-up {args.warmup}, repeat {args.repeat}; weights: "
         + (", ".join(f"{k}={v}" for k, v in args.checkpoints.items()) or "random init (latency only)"),
@@ -310,7 +315,7 @@ def run(args) -> int:
         masks_out = out / "masks" / f"{model}_{size}_{be}_{prec}.npz"
         masks_out.parent.mkdir(parents=True, exist_ok=True)
         cfg = dict(model=model, backend=be, precision=prec, size=size, threads=args.threads, warmup=args.warmup,
-                   repeat=args.repeat, shots=args.shots, queries=args.queries, checkpoint=ckpt,
+                   repeat=args.repeat, shots=args.shots, queries=args.queries, checkpoint=ckpt, ops=args.ops,
                    masks_out=str(masks_out))
         if be not in ("torch", "fake"):
             try:
@@ -339,11 +344,14 @@ def run(args) -> int:
             row["backbone_gflops_s"] = 2 * row["backbone_gmacs"] / (row["encode_ms"] / 1e3)
     table = H.format_table(rows)
     print(table)
+    print("head correlation/Sinkhorn path per row: " + "; ".join(
+        f"{r['model']} {r['backend']} {r['precision']} {r['size']}: {r['ops_path']}" for r in rows if r.get("ops_path")))
     roof = roofline_lines(rows, m["matmul_gflops"])
     for ln in roof:
         print(ln)
     res = {"machine": m, "mode": args.mode, "settings": {k: getattr(args, k) for k in
-           ("models", "backends", "precisions", "sizes", "shots", "threads", "warmup", "repeat", "queries", "budget_s")},
+           ("models", "backends", "precisions", "sizes", "shots", "threads", "warmup", "repeat", "queries", "budget_s",
+            "ops")},
            "rows": rows, "roofline": roof, "seconds": time.perf_counter() - t0,
            "notes": "Support ms = set_support median (1-shot / 5-shot); Query ms = predict with cached support; "
                     "Episode = set_support(1 shot) + predict; FPS = 1000 / Query ms; ×torch = torch-eager-FP32 "

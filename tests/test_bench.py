@@ -94,7 +94,7 @@ def test_driver_end_to_end_on_fake_backend(tmp_path):
                         "--precisions", "fp32,int8", "--sizes", "64", "--shots", "1", "--repeat", "2",
                         "--out", str(out)], capture_output=True, text=True, timeout=240, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "machine:" in r.stdout and "Sinkhorn/correlation path" in r.stdout and "×torch" in r.stdout
+    assert "machine:" in r.stdout and "head correlation/Sinkhorn path per row" in r.stdout and "×torch" in r.stdout
     res = json.loads((out / "latency.json").read_text())
     assert [row["status"] for row in res["rows"]] == ["ok", "ok"]
     assert res["rows"][1]["agreement"] < 1.0  # the fake int8 path differs a little on purpose
