@@ -38,7 +38,7 @@ def add_arguments(p) -> None:
                    help="default: the bundle's backend")
     p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
-    p.add_argument("--refine-steps", type=int, default=0, help="TLG: feed the predicted mask back k times")
+    p.add_argument("--refine-steps", type=int, default=0, help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the predicted query mask, TLG its query pseudo-mask")
 
 
 def _out_paths(out: Path, query: str, several: bool) -> tuple[Path, Path]:
