@@ -42,6 +42,28 @@ def time_calls(fn: Callable[[], object], warmup: int, repeat: int) -> dict:
     return stats_ms(samples)
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeat: int,
+                     budget_s: float | None = None) -> dict[str, dict]:
+    """Time several implementations of one case round-robin, so that load changes on a shared
+    machine hit all of them alike; returns {name: stats_ms}.
+
+    Each gets `warmup` untimed calls, then up to `repeat` timed rounds; once an implementation
+    has spent `budget_s` seconds in timed calls it leaves the rotation (at least one sample each).
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeat)):
+        for name, fn in fns.items():
+            if samples[name] and budget_s is not None and sum(samples[name]) > budget_s:
+                continue
+            t = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t)
+    return {k: stats_ms(v) for k, v in samples.items()}
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, MiB.
 

@@ -3,10 +3,17 @@
     python bench/ops.py [--quick] [--out runs/bench_ops] [--threads N]
 
 Prints one table (op, shape, impl, median ms, speed-up vs torch, peak memory) and writes
-`ops.json` and `ops.png` (speed-up bars) under --out. Peak memory is measured for the correlation
-in a fresh subprocess per implementation: the rise of the resident-set high-water mark over the
-resident set after the inputs exist (Linux /proc; "n/a" elsewhere). It includes the output, which
-every implementation must materialise; "extra" is peak minus the output's bytes.
+`ops.json` and `ops.png` (speed-up bars) under --out. The implementations of a case are timed
+round-robin (bench/_harness.time_interleaved), so load on a shared machine hits them alike; the
+load average is printed before and after. The torch baseline is `edgefss.ops.torch_ops`, the
+code the models run. "gemm" (correlation only, not a baseline) is torch's bare matmul of
+pre-normalised inputs: the floor for any implementation that does the same multiply-adds.
+
+Peak memory is measured for the correlation in a fresh subprocess per implementation: the rise
+of the resident-set high-water mark over the resident set after the inputs exist (Linux /proc;
+"n/a" elsewhere). It includes the output, which every implementation must materialise; "extra"
+is peak minus the output's bytes (RSS accounting noise is about +-3 MB), "peak/t" and
+"extra/t" are the ratios to torch's.
 --quick uses small shapes (CI smoke run, ~1 min on 2 cores).
 """
 
@@ -15,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as H  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- cases
@@ -106,7 +114,8 @@ def sinkhorn_impls():
     return impls
 
 
-def correlation_impls():
+def correlation_impls(with_gemm: bool = False):
+    """name -> callable(q, s, heads, clamp_min); `with_gemm` adds torch's bare matmul ("gemm")."""
     from edgefss.ops import _native, reference
 
     impls = {}
@@ -125,24 +134,37 @@ def correlation_impls():
                 return torch_ops.cosine_correlation(to_t(q), to_t(s), h, c)
 
         impls["torch"] = run_torch
+        if with_gemm:
+            impls["gemm"] = _gemm_floor(torch)
     except ImportError:
         pass
     impls["numpy"] = lambda q, s, h, c: reference.cosine_correlation(q, s, h, c)
     return impls
 
 
-def time_call(fn, repeats, budget_s):
-    """Median wall time in ms after one warm-up; stops early once `budget_s` is spent."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-        if time.perf_counter() - start > budget_s:
-            break
-    return statistics.median(times), len(times)
+def _gemm_floor(torch):
+    """callable(q, s, heads, clamp_min) timing only torch.matmul of inputs normalised beforehand
+    (cached per input object): the multiply-adds every implementation has to do."""
+    cache = {}
+
+    def prep(q, s, heads):
+        *lead, C, nq = q.shape
+        qn = torch.from_numpy(q).reshape(*lead, heads, C // heads, nq)
+        sn = torch.from_numpy(s).reshape(*lead, heads, C // heads, s.shape[-1])
+        qn = (qn / (qn.norm(dim=-2, keepdim=True) + 1e-5)).transpose(-1, -2).contiguous()
+        sn = sn / (sn.norm(dim=-2, keepdim=True) + 1e-5)
+        return qn, sn
+
+    def gemm(q, s, heads, clamp_min):
+        key = id(q)
+        if key not in cache:
+            qs, ss = (q, s) if isinstance(q, list) else ([q], [s])
+            cache.clear()
+            cache[key] = [prep(a, b, heads) for a, b in zip(qs, ss)]
+        with torch.no_grad():
+            return [torch.matmul(a, b) for a, b in cache[key]]
+
+    return gemm
 
 
 # ----------------------------------------------------------------------------- peak memory
@@ -181,15 +203,20 @@ def measure_memory(kind, imgsz, impl, threads):
 
 
 # ----------------------------------------------------------------------------- report
+def _f(v, spec):
+    return format(v, spec) if v is not None else "-"
+
+
 def print_table(rows):
-    head = f"{'op':<20} {'shape':<34} {'impl':<7} {'median ms':>10} {'x vs torch':>10} {'peak MB':>9} {'extra MB':>9}"
+    head = (f"{'op':<20} {'shape':<36} {'impl':<7} {'median ms':>10} {'x vs torch':>10} {'peak MB':>8} "
+            f"{'extra MB':>8} {'peak/t':>7} {'extra/t':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        ratio = f"{r['speedup_vs_torch']:.2f}" if r.get("speedup_vs_torch") else "-"
-        peak = f"{r['peak_mb']:.1f}" if r.get("peak_mb") is not None else "n/a"
-        extra = f"{r['peak_mb'] - r['out_mb']:.1f}" if r.get("peak_mb") is not None else "n/a"
-        print(f"{r['op']:<20} {r['shape']:<34} {r['impl']:<7} {r['median_ms']:>10.3f} {ratio:>10} {peak:>9} {extra:>9}")
+        print(f"{r['op']:<20} {r['shape']:<36} {r['impl']:<7} {r['median_ms']:>10.3f} "
+              f"{_f(r.get('speedup_vs_torch'), '.2f'):>10} {_f(r.get('peak_mb'), '.1f'):>8} "
+              f"{_f(r.get('extra_mb'), '.1f'):>8} {_f(r.get('peak_vs_torch'), '.2f'):>7} "
+              f"{_f(r.get('extra_vs_torch'), '.2f'):>7}")
 
 
 def write_atomic(path: Path, data: bytes):
@@ -258,8 +285,10 @@ def main(argv=None):
     print(f"native: {'yes' if native else 'NOT BUILT'}"
           + (f" (OpenMP threads {native.num_threads()}, CUDA compiled {native.with_cuda()}, "
              f"CUDA device {native.cuda_available()})" if native else "") + f"; threads {args.threads}")
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     rows = []
-    s_impls, c_impls = sinkhorn_impls(), correlation_impls()
+    s_impls, c_impls = sinkhorn_impls(), correlation_impls(with_gemm=True)
     jobs = [("sinkhorn_log", c) for c in sinkhorn_cases(args.quick)] + \
            [("cosine_correlation", c) for c in correlation_cases(args.quick)]
     for op, case in tqdm(jobs, desc="bench ops", unit="case"):
@@ -268,30 +297,38 @@ def main(argv=None):
             label, batch, n, m = case
             C = sinkhorn_inputs(batch, n, m)
             big = n * m >= 1 << 20
-            for name, fn in s_impls.items():
-                if big and name in ("numpy", "pot") and (args.quick or n * m > 1 << 22):
-                    continue
-                ms, k = time_call(lambda: fn(C), 3 if big else repeats, budget)
+            fns = {name: (lambda fn=fn: fn(C)) for name, fn in s_impls.items()
+                   if not (big and name in ("numpy", "pot") and (args.quick or n * m > 1 << 22))}
+            stats = H.time_interleaved(fns, warmup=1, repeat=3 if big else repeats, budget_s=budget)
+            for name, st in stats.items():
                 case_rows.append(dict(op=op, case=label, shape=f"{batch}x{n}x{m} it=11 eps=0.5", impl=name,
-                                      median_ms=ms, runs=k, peak_mb=None, out_mb=None))
+                                      median_ms=st["median"], runs=st["n"], peak_mb=None, out_mb=None))
         else:
             label, kind, imgsz = case
             q, s, h, c = correlation_inputs(kind, imgsz)
-            for name, fn in c_impls.items():
-                ms, k = time_call(lambda: fn(q, s, h, c), repeats, budget)
-                mem = None if args.no_memory else measure_memory(kind, imgsz, name, args.threads)
-                case_rows.append(dict(op=op, case=label, shape=describe(q), impl=name, median_ms=ms, runs=k,
-                                      peak_mb=mem and mem["peak_mb"], out_mb=mem and mem["out_mb"]))
-        torch_ms = next((r["median_ms"] for r in case_rows if r["impl"] == "torch"), None)
-        torch_mem = next((r["peak_mb"] for r in case_rows if r["impl"] == "torch"), None)
+            fns = {name: (lambda fn=fn: fn(q, s, h, c)) for name, fn in c_impls.items()}
+            stats = H.time_interleaved(fns, warmup=1, repeat=repeats, budget_s=budget)
+            for name, st in stats.items():
+                mem = None if (args.no_memory or name == "gemm") else measure_memory(kind, imgsz, name, args.threads)
+                case_rows.append(dict(op=op, case=label, shape=describe(q), impl=name, median_ms=st["median"],
+                                      runs=st["n"], peak_mb=mem and mem["peak_mb"], out_mb=mem and mem["out_mb"]))
+        torch_row = next((r for r in case_rows if r["impl"] == "torch"), None)
         for r in case_rows:
-            r["speedup_vs_torch"] = torch_ms / r["median_ms"] if torch_ms else None
-            r["peak_vs_torch"] = r["peak_mb"] / torch_mem if (torch_mem and r["peak_mb"] is not None) else None
+            r["extra_mb"] = r["peak_mb"] - r["out_mb"] if r["peak_mb"] is not None else None
+        for r in case_rows:
+            r["speedup_vs_torch"] = torch_row["median_ms"] / r["median_ms"] if torch_row else None
+            ok = torch_row is not None and torch_row["peak_mb"] is not None and r["peak_mb"] is not None
+            r["peak_vs_torch"] = r["peak_mb"] / torch_row["peak_mb"] if ok else None
+            r["extra_vs_torch"] = r["extra_mb"] / torch_row["extra_mb"] if ok and torch_row["extra_mb"] > 0 else None
         rows += case_rows
+    load_after = os.getloadavg()
     print_table(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "quick": args.quick, "native": bool(native),
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} "
+          f"({os.cpu_count()} CPUs)")
+    meta = {"threads": args.threads, "quick": args.quick, "native": bool(native), "repeats": repeats,
+            "load_before": load_before, "load_after": load_after,
             "cuda_compiled": bool(native and native.with_cuda()), "numpy": np.__version__}
     write_atomic(out / "ops.json", json.dumps({"meta": meta, "rows": rows}, indent=2).encode())
     plot(rows, out / "ops.png")

@@ -16,8 +16,10 @@ def _shape(x):
 
 
 def _is_float(xp, x) -> bool:
-    name = str(x.dtype)
-    return "float" in name
+    # dtype.kind (NumPy) / is_floating_point (torch): str(dtype) costs ~10 us, a third of a
+    # native 50x50 Sinkhorn call.
+    kind = getattr(x.dtype, "kind", None)
+    return kind == "f" if kind is not None else bool(x.dtype.is_floating_point)
 
 
 def _all_finite(xp, x) -> bool:
