@@ -235,3 +235,47 @@ def test_coco20i_uses_interleaved_split_and_hsnet_mask_paths(tmp_path, shared_da
     assert it.label == 6 and it.image.endswith(".jpg")
     assert Path(it.mask) == tmp_path / "COCO2014" / "annotations" / "val2014" / (Path(it.image).stem + ".png")
     assert set(ds.by_class) == set(ds.classes)  # val fold files list only the fold's test classes
+
+
+class EchoPseudoPredictor:
+    """Predicts exactly the external query pseudo-masks it is given (one per class, set_support order)."""
+
+    def set_support(self, images, class_names, masks=None):
+        self.names = list(dict.fromkeys(class_names))
+
+    def predict(self, query, refine_steps=0, query_pseudo=None):
+        assert query_pseudo is not None and len(query_pseudo) == len(self.names)
+        labels = np.zeros(query.shape[:2], np.uint8)
+        for i, m in enumerate(query_pseudo):
+            labels[np.asarray(m) > 0] = i + 1
+        return _Pred(labels, np.array([float(np.asarray(m).any()) for m in query_pseudo]), self.names)
+
+
+def test_gt_query_pseudo_masks_reach_the_predictor_in_its_class_order(shared_data):
+    ds = load_dataset(shared_data / "coco_tiny16")
+    s = EpisodeSampler(ds, way=2, shot=1, seed=3, protocol="fscs")
+    res = evaluate(EchoPseudoPredictor(), ds, s, 12, progress=False, query_pseudo="gt")
+    sampled = [c for c in ds.classes if c not in res["unsampled_classes"]]
+    assert res["query_pseudo"] == "gt" and res["er"] == pytest.approx(100.0)
+    assert all(res["class_iou"][c] == pytest.approx(100.0) for c in sampled)
+    with pytest.raises(InputError):
+        evaluate(EchoPseudoPredictor(), ds, s, 1, progress=False, query_pseudo="clip")
+
+
+def test_torch_tlg_external_query_pseudo_replaces_the_prior(davis_pair):
+    pytest.importorskip("torch")
+    from edgefss.eval.predictors import TorchPredictor
+
+    from edgefss.transforms import load_image
+
+    support, query = davis_pair[0], davis_pair[2]
+    hw = load_image(query).shape[:2]
+    p = TorchPredictor("tlg", imgsz=64)
+    p.set_support([support], ["dog"])
+    base = p.predict(query)
+    ones = p.predict(query, query_pseudo=[np.ones(hw, np.uint8)])
+    zeros = p.predict(query, query_pseudo=[np.zeros(hw, np.uint8)])
+    assert not np.allclose(ones.logits, zeros.logits)
+    assert not np.allclose(base.logits, ones.logits) or not np.allclose(base.logits, zeros.logits)
+    with pytest.raises(InputError):
+        p.predict(query, query_pseudo=[np.ones(hw, np.uint8)] * 2)  # one class in the support set

@@ -84,3 +84,65 @@ def test_ddp_two_processes_gloo(shared_data, tmp_path):
     hist = json.loads((out / "history.json").read_text())
     # 8 episodes over 2 ranks with batch 2 -> 2 steps on rank 0.
     assert len(hist) == 2
+
+
+def test_feature_cache_is_exact_and_encodes_each_image_once():
+    from edgefss.train.feature_cache import CachedEncoder
+
+    calls = []
+
+    def encode(x):  # stands in for a frozen backbone: a pure function of the pixels
+        calls.append(x.shape[0])
+        return {"a": x.mean(dim=1), "b": x.flatten(1).sum(1, keepdim=True)}
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(3, 3, 8, 8, generator=g)
+    enc = CachedEncoder(encode)
+    first = enc(imgs[[0, 1]])
+    mixed = enc(imgs[[1, 2, 0]])  # two cached, one new
+    ref = encode(imgs[[1, 2, 0]])
+    assert calls == [2, 1, 3]  # the last call is the reference, not the cache
+    assert enc.hits == 2 and enc.misses == 3
+    for k in ref:
+        assert torch.equal(mixed[k], ref[k])
+    assert torch.equal(first["a"], encode(imgs[[0, 1]])["a"])
+
+
+def test_feature_cache_list_outputs_and_memory_cap():
+    from edgefss.train.feature_cache import CachedEncoder
+
+    def encode(x):
+        return [x * 2, x[:, :1] + 1]
+
+    imgs = torch.rand(2, 3, 4, 4)
+    enc = CachedEncoder(encode, max_bytes=1)  # room for one entry only
+    out = enc(imgs)
+    assert len(enc.store) == 1
+    again = enc(imgs)
+    assert enc.hits == 1 and enc.misses == 3
+    for a, b, r in zip(out, again, encode(imgs)):
+        assert torch.equal(a, r) and torch.equal(b, r)
+
+
+def test_episodes_are_fresh_per_epoch_and_reproducible():
+    import numpy as np
+
+    from edgefss.train.episodes import EpisodeDataset
+    from edgefss.train.records import Record
+
+    recs = [Record(f"/x/{c}{i}.jpg", None, c) for c in "abc" for i in range(4)]
+    ds = EpisodeDataset(recs, length=12, shots=1, imgsz=64, seed=0)
+    seen = []
+    ds._load = lambda r: (seen.append(r.image), (np.zeros((3, 64, 64), np.float32), None))[1]
+
+    def draw():
+        seen.clear()
+        for i in range(len(ds)):
+            ds[i]
+        return list(seen)
+
+    e0 = draw()
+    ds.set_epoch(1)
+    e1 = draw()
+    ds.set_epoch(0)
+    assert draw() == e0 and e1 != e0

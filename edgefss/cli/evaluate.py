@@ -35,7 +35,13 @@ def add_arguments(p) -> None:
                         "p=1/2 (CST FS-CS). auto: fss for 1-way, fscs for N-way")
     p.add_argument("--sup", choices=["pseudo", "mask"], default="pseudo",
                    help="support masks: withheld (model's pseudo-masks, weak supervision) or the GT masks")
-    p.add_argument("--refine-steps", type=int, default=0, help="TLG: extra head passes refining the query mask")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="k refinement steps (0 = plain prediction). TLG: the predicted query mask becomes the "
+                        "head's query pseudo-mask; CST (bundles): IMR-style mutual refinement of the support "
+                        "masks. The PyTorch --model path refines TLG only")
+    p.add_argument("--query-pseudo", choices=["prior", "gt"], default="prior",
+                   help="TLG query pseudo-mask: the on-device prior, or the query's GT mask fed as an external "
+                        "mask (oracle upper bound of the pseudo-mask source; PyTorch --model only)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--worst", type=int, default=8, help="save overlays of this many lowest-IoU episodes")
     p.add_argument("--compare", default=None, help="another run's eval.json (same episodes) to compare with")
@@ -58,10 +64,12 @@ def run(args) -> int:
     if meta.get("random_init"):
         print("[eval] WARNING: randomly initialised weights (no checkpoint): the scores are not meaningful")
     res = evaluate(predictor, ds, sampler, episodes, sup=args.sup, refine_steps=args.refine_steps,
-                   out_dir=args.out, n_worst=args.worst, progress=not args.no_progress, meta=meta)
+                   out_dir=args.out, n_worst=args.worst, progress=not args.no_progress, meta=meta,
+                   query_pseudo=args.query_pseudo)
     what = f"{meta['model']} {meta['backend']} {meta['precision']}"
     print(f"[eval] {what} on {ds.name} ({len(ds.classes)} classes), {sampler.way}-way {sampler.shot}-shot, "
-          f"{episodes} episodes, protocol {protocol}, seed {args.seed}, sup {args.sup}")
+          f"{episodes} episodes, protocol {protocol}, seed {args.seed}, sup {args.sup}"
+          + (f", query pseudo-mask {args.query_pseudo}" if args.query_pseudo != "prior" else ""))
     print(f"[eval] mIoU {res['miou']:.2f}  FB-IoU {res['fbiou']:.2f}  ER {res['er']:.2f}  "
           f"({res['predict_ms_mean']:.1f} ms/episode)")
     if res["unsampled_classes"]:

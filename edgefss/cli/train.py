@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--clip-checkpoint", default=None, help="CLIP .pt for TLG's text table")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-mb", type=int, default=3072,
+                   help="keep frozen-backbone features of up to this many MB of images (exact; 0 = off)")
 
 
 def run(args) -> int:
@@ -27,7 +29,8 @@ def run(args) -> int:
     cfg = TrainCfg(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
                    episodes_per_epoch=args.episodes, batch_size=args.batch_size, lr=args.lr,
                    imgsz=args.imgsz, sup=args.sup, checkpoint=args.checkpoint, resume=not args.no_resume,
-                   seed=args.seed, clip_checkpoint=args.clip_checkpoint)
+                   seed=args.seed, clip_checkpoint=args.clip_checkpoint,
+                   feature_cache_mb=args.cache_mb)
     records = find_records(args.data)
     res = train(cfg, records)
     h = res["history"]
@@ -35,5 +38,8 @@ def run(args) -> int:
         first = sum(r["loss"] for r in h[: max(1, len(h) // 5)]) / max(1, len(h) // 5)
         last = sum(r["loss"] for r in h[-max(1, len(h) // 5):]) / max(1, len(h) // 5)
         print(f"[train] {len(h)} steps; mean loss first 20% {first:.4f} -> last 20% {last:.4f}")
+    if res.get("feature_cache"):
+        c = res["feature_cache"]
+        print(f"[train] feature cache: {c['misses']} images encoded, {c['hits']} served from cache ({c['mb']} MB)")
     print(f"[train] checkpoint: {res['checkpoint']}  (export with: edgefss export --model {args.model} --checkpoint {res['checkpoint']})")
     return 0

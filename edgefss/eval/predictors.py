@@ -110,10 +110,15 @@ class TorchPredictor:
         out = self.model.head(qf, s["feats"], s["text"], qp, sp)
         return out["query_logits"].numpy(), None
 
-    def predict(self, query, refine_steps: int = 0):
-        """Segment one query; returns `edgefss.runtime.Prediction` (same fields as the bundle path)."""
+    def predict(self, query, refine_steps: int = 0, query_pseudo=None):
+        """Segment one query; returns `edgefss.runtime.Prediction` (same fields as the bundle path).
+
+        query_pseudo: TLG only, optional external query pseudo-masks replacing the on-device prior
+            (the slot of the paper's offline CLIP Grad-CAM masks): one (H,W) {0,1} or [0,1] array
+            per support class, in set_support's class order.
+        """
         from edgefss.runtime import postprocess as post
-        from edgefss.runtime.segmenter import Prediction
+        from edgefss.runtime.segmenter import Prediction, mask_to_grid
         from edgefss.transforms import resize_prob
 
         s = self._support
@@ -123,13 +128,22 @@ class TorchPredictor:
             raise InputError(f"refine_steps: expected an int >= 0, got {refine_steps!r}")
         if refine_steps and self.kind != "tlg":
             raise InputError(f"refine_steps: {self.name} has no query-mask input to refine with; use 0")
+        if query_pseudo is not None and self.kind != "tlg":
+            raise InputError(f"query_pseudo: {self.name} has no query pseudo-mask input (TLG only)")
+        if query_pseudo is not None and len(query_pseudo) != len(s["classes"]):
+            raise InputError(f"query_pseudo: {len(query_pseudo)} masks for {len(s['classes'])} support classes")
         t0 = time.perf_counter()
         rgb = load_image(query, "query")
         H, W = rgb.shape[:2]
         with self.torch.no_grad():
             qf = self.model.encode(self._tensor(rgb))
             t1 = time.perf_counter()
-            seg, cls = self._head(qf, s)
+            external = None
+            if query_pseudo is not None:
+                external = np.empty((sum(len(g) for g in s["groups"]), self.grid, self.grid), np.float32)
+                for c, shots in enumerate(s["groups"]):
+                    external[shots] = mask_to_grid(np.asarray(query_pseudo[c], np.uint8), self.cfg.imgsz, self.grid)
+            seg, cls = self._head(qf, s, refine=external)
             for _ in range(refine_steps):
                 p = resize_prob(post.fg_probability(seg, s["groups"], seg.shape[-2:]), (self.grid, self.grid))
                 ref = np.empty((seg.shape[0], self.grid, self.grid), np.float32)

@@ -73,13 +73,15 @@ def _align(pred, ep: Episode, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: int, sup: str = "pseudo",
              refine_steps: int = 0, out_dir=None, n_worst: int = 8, progress: bool = True,
-             meta: dict | None = None) -> dict:
+             meta: dict | None = None, query_pseudo: str = "prior") -> dict:
     """Run `episodes` seeded episodes and score them.
 
     Args:
         predictor: see the module docstring.
         sup: "pseudo" (support masks withheld: the model's own pseudo-masks, weak supervision)
             or "mask" (GT support masks given).
+        query_pseudo: "prior" (the model's on-device pseudo-masks) or "gt" (TLG, PyTorch predictor:
+            the query's GT mask of each way is fed as the external query pseudo-mask, an oracle).
         out_dir: when given, writes `eval.json` and `worst/epNNNNN.png` overlays of the
             `n_worst` lowest-IoU episodes.
 
@@ -89,6 +91,8 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
     """
     if sup not in ("pseudo", "mask"):
         raise InputError(f"--sup: '{sup}' is not 'pseudo' or 'mask'")
+    if query_pseudo not in ("prior", "gt"):
+        raise InputError(f"--query-pseudo: '{query_pseudo}' is not 'prior' or 'gt'")
     if episodes < 1:
         raise InputError(f"--episodes: {episodes} must be >= 1")
     seg, er = SegMeter(ds.classes), ExactRatioMeter()
@@ -110,7 +114,12 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
         gt, ignore, gt_present = episode_gt(ds, ep)
         t = time.perf_counter()
         predictor.set_support(images, names, masks)
-        pred = predictor.predict(query, refine_steps=refine_steps)
+        if query_pseudo == "gt":
+            order = list(dict.fromkeys(names))  # the predictor's class order (set_support's)
+            ext = [(gt == ep.classes.index(c) + 1).astype(np.uint8) for c in order]
+            pred = predictor.predict(query, refine_steps=refine_steps, query_pseudo=ext)
+        else:
+            pred = predictor.predict(query, refine_steps=refine_steps)
         dt = time.perf_counter() - t
         t_pred += dt
         labels, present = _align(pred, ep, gt.shape)
@@ -137,7 +146,7 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
     res = {
         "dataset": ds.name, "data": ds.root, "classes": ds.classes, "way": sampler.way, "shot": sampler.shot,
         "protocol": sampler.protocol, "seed": sampler.seed, "episodes": episodes, "sup": sup,
-        "refine_steps": refine_steps,
+        "refine_steps": refine_steps, "query_pseudo": query_pseudo,
         "miou": seg.miou(), "fbiou": seg.fbiou(), "er": er.ratio(),
         "class_iou": {c: float(v * 100) for c, v in zip(ds.classes, seg.class_iou())},
         "unsampled_classes": seg.unsampled(),

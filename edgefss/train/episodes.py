@@ -39,6 +39,12 @@ class EpisodeDataset(Dataset):
         self.length, self.shots, self.p_absent, self.seed = length, shots, p_absent, seed
         self.cfg = cfg or PreprocessCfg(imgsz=imgsz)
         self._cache: dict = {}
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a fresh set of episodes for `epoch`: episode i depends on (seed, i) in epoch 0 (the draw
+        of earlier versions, which had one set of episodes for all epochs) and on (seed, epoch, i) after."""
+        self.epoch = int(epoch)
 
     def __len__(self):
         return self.length
@@ -56,7 +62,7 @@ class EpisodeDataset(Dataset):
         return self._cache[key]
 
     def __getitem__(self, idx):
-        rng = np.random.default_rng((self.seed, idx))
+        rng = np.random.default_rng((self.seed, idx) if self.epoch == 0 else (self.seed, self.epoch, idx))
         qcls = self.classes[rng.integers(len(self.classes))]
         pool = self.by_cls[qcls]
         pick = rng.choice(len(pool), self.shots + 1, replace=False)

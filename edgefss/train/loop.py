@@ -20,6 +20,7 @@ from edgefss.errors import InputError
 from edgefss.models import build_model
 from edgefss.models.checkpoints import save_edgefss
 from edgefss.train.episodes import EpisodeDataset
+from edgefss.train.feature_cache import cache_encoder
 from edgefss.train.losses import cst_loss, tlg_loss
 
 
@@ -40,6 +41,7 @@ class TrainCfg:
     seed: int = 0
     clip_checkpoint: str | None = None
     progress: bool = True
+    feature_cache_mb: int = 3072  # frozen-backbone features kept per image (0: re-encode every step)
 
 
 def _trainable(model) -> list:
@@ -108,6 +110,7 @@ def train(cfg: TrainCfg, records) -> dict:
     if hasattr(model, "backbone"):
         model.backbone.eval()
     params = _trainable(model)
+    cache = cache_encoder(model, cfg.feature_cache_mb << 20) if cfg.feature_cache_mb > 0 else None
     opt = _optimizer(cfg, params)
     ds = EpisodeDataset(records, length=cfg.episodes_per_epoch, imgsz=cfg.imgsz, seed=cfg.seed,
                         p_absent=0.5 if cfg.model == "cst" else 0.0)
@@ -132,6 +135,7 @@ def train(cfg: TrainCfg, records) -> dict:
     from tqdm import tqdm
 
     for epoch in range(start_epoch, cfg.epochs):
+        ds.set_epoch(epoch)  # new episodes every epoch, reproducibly (resume redraws the same ones)
         if sampler is not None:
             sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"train {cfg.model} epoch {epoch + 1}/{cfg.epochs}",
@@ -149,7 +153,8 @@ def train(cfg: TrainCfg, records) -> dict:
     if world > 1:
         dist.barrier()
     ckpt = out / "model.pt"
-    return {"history": history, "checkpoint": str(ckpt)}
+    stats = {} if cache is None else {"hits": cache.hits, "misses": cache.misses, "mb": cache.bytes >> 20}
+    return {"history": history, "checkpoint": str(ckpt), "feature_cache": stats}
 
 
 def _save(cfg, model, opt, epoch, history, out: Path) -> None:
