@@ -262,6 +262,54 @@ def test_cst_fp32_three_graphs_parity(tmp_path):
     assert max(v["max_abs"].values()) <= 1e-4
     assert man["graphs"]["head"]["inputs"]["support_mask"]["shape"] == ["B", S_CST // 8, S_CST // 8]
     assert man["pseudo_mask"]["threshold"] == 0.4 and "text_table" not in man
+    # the encoder's 12 ViT attentions are single fused nodes (FlashAttention on ORT CPU), not MatMul/Softmax
+    enc = onnx.load(str(out / "encoder.onnx"))
+    fused = [n for n in enc.graph.node if (n.domain, n.op_type) == ("com.microsoft", "MultiHeadAttention")]
+    assert len(fused) == 12 and all(onnx.helper.get_attribute_value(n.attribute[0]) == 6 for n in fused)
+    assert not any(n.op_type == "Softmax" for n in enc.graph.node)
+    assert man["graphs"]["encoder"]["attention"] == "com.microsoft.MultiHeadAttention"
+    assert "attention" not in man["graphs"]["head"]
+    assert any("encoder.onnx (opset 17 + com.microsoft.MultiHeadAttention x12" in line for line in lines)
+
+
+@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
+def test_cst_encoder_attention_form_per_backend(tmp_path):
+    from edgefss.exporters.fused_attention import MS_MHA, PLAIN, attention_export, attention_for
+    from edgefss.exporters.graphs import load_graphs
+    from edgefss.exporters.onnx_export import export_graph
+    from edgefss.models.dino_vit import sdpa_heads
+
+    assert attention_for("onnxruntime") == MS_MHA and attention_for("tensorrt") == PLAIN
+    mg = load_graphs("cst", None, S_CST, PLAIN)  # TensorRT's parser has no contrib ops
+    enc = mg.graphs["encoder"]
+    export_graph(enc, mg.example_inputs(1)["encoder"], tmp_path / "plain.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node]
+    assert ops.count("Softmax") == 12 and "MultiHeadAttention" not in ops
+    # the fused core is swapped in only for the export, and restored even when the export fails
+    blocks = mg.model.backbone.blocks
+    with pytest.raises(RuntimeError, match="export died"):
+        with attention_export(enc.module, MS_MHA) as n:
+            assert n == 12 and not any(b.attn.attend is sdpa_heads for b in blocks)
+            raise RuntimeError("export died")
+    assert all(b.attn.attend is sdpa_heads for b in blocks)
+
+
+@pytest.mark.openvino
+@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
+def test_cst_fused_encoder_runs_in_openvino(tmp_path):
+    pytest.importorskip("openvino")
+    from edgefss.exporters.fused_attention import MS_MHA
+    from edgefss.exporters.graphs import load_graphs
+    from edgefss.exporters.onnx_export import export_graph
+    from edgefss.exporters.verify import torch_runner
+    from edgefss.quant.runners import ov_runner
+
+    mg = load_graphs("cst", None, S_CST, MS_MHA)
+    enc = mg.graphs["encoder"]
+    export_graph(enc, mg.example_inputs(1)["encoder"], tmp_path / "enc.onnx")
+    x = {"image": np.random.default_rng(4).standard_normal((1, 3, S_CST, S_CST)).astype(np.float32)}
+    ref, got = torch_runner(enc)(x), ov_runner(tmp_path / "enc.onnx")(x)  # OpenVINO reads the contrib op
+    assert max(float(np.abs(got[k] - v).max()) for k, v in ref.items()) <= 1e-4
 
 
 # ---------------------------------------------------------------- 400x400 end to end (slow)

@@ -16,6 +16,7 @@ from edgefss.bundle import BundleWriter
 from edgefss.config import PreprocessCfg
 from edgefss.errors import BackendUnavailableError, InputError, StateError, require
 from edgefss.exporters import tensorrt_engine
+from edgefss.exporters.fused_attention import PLAIN, attention_for, count_fused
 from edgefss.exporters.graphs import ModelGraphs, load_graphs
 from edgefss.exporters.onnx_export import OPSET, export_graph, io_signature
 from edgefss.exporters.options import ExportOptions, as_dict
@@ -36,8 +37,10 @@ def _check_backend(o: ExportOptions) -> None:
     if o.backend == "tensorrt" and not tensorrt_engine.available():
         raise BackendUnavailableError(
             "TensorRT is not installed on this machine, so --backend tensorrt cannot build .plan engines. "
-            "Everything else works: use --backend onnxruntime (add --int8 for the QDQ ONNX TensorRT consumes) "
-            "or --backend openvino, and build the engine on the target (pip install tensorrt, or JetPack on Jetson)."
+            "Everything else works: use --backend onnxruntime (add --int8 for the QDQ ONNX TensorRT consumes; "
+            "for --model cst its encoder uses ONNX Runtime's fused com.microsoft.MultiHeadAttention, which "
+            "TensorRT does not parse) or --backend openvino, and build the engine on the target "
+            "(pip install tensorrt, or JetPack on Jetson)."
         )
     if o.backend == "openvino":
         require("openvino", "the openvino backend")
@@ -126,7 +129,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
     t0 = time.time()
     _check_backend(o)
     verify_eps, calib_eps, gate_eps = _episodes(o, log)
-    mg = load_graphs(o.model, o.checkpoint, o.imgsz)
+    mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend))
     if mg.random_init:
         log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
             "toolchain, not model accuracy)")
@@ -141,7 +144,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
         fp32 = {}
         for name, g in mg.graphs.items():
             fp32[name] = _stage_graph(g, examples[name], work / f"{name}.onnx")
-            log(f"exported {name}.onnx (opset {OPSET}, onnx.checker OK, {fp32[name].stat().st_size / 2**20:.1f} MiB)")
+            log(f"exported {name}.onnx (opset {OPSET}{_attention_note(g, fp32[name])}, onnx.checker OK, "
+                f"{fp32[name].stat().st_size / 2**20:.1f} MiB)")
         sizes["fp32"] = _bytes(fp32.values())
         ref = {n: ort_runner(p) for n, p in fp32.items()}
         observed = {}  # concrete shapes for the manifest, from one run on the example inputs
@@ -215,6 +219,13 @@ def _stage_graph(g, example, path) -> Path:
     return export_graph(g, example, path)
 
 
+def _attention_note(g, path) -> str:
+    if g.attention == PLAIN:
+        return ""
+    n = count_fused(require("onnx", "ONNX export").load(str(path), load_external_data=False))
+    return f" + {g.attention} x{n}"
+
+
 def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) -> list:
     """Write each graph in the backend's format into the bundle; verify FP32/FP16 backends."""
     files = []
@@ -266,6 +277,8 @@ def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, tabl
             entry["weights"] = f"{name}.bin"
         if o.int8 and name not in ("encoder", "head"):
             entry["precision"] = "fp32"
+        if g.attention != PLAIN:
+            entry["attention"] = g.attention  # the runtime must offer this op (ORT contrib / OpenVINO)
         graphs[name] = entry
     man = {
         "model": o.model, "variant": mg.variant, "backend": o.backend, "precision": o.precision,

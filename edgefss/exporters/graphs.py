@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from edgefss.errors import InputError
+from edgefss.exporters.fused_attention import PLAIN
 
 MODEL_VARIANT = {"tlg": "resnet50", "cst": "vit_small_patch8"}
 
@@ -23,6 +24,7 @@ class GraphDef:
     inputs: list
     outputs: list
     dynamic_axes: dict = field(default_factory=dict)
+    attention: str = PLAIN  # how ViT attention inside `module` is emitted (fused_attention.py)
 
 
 @dataclass
@@ -74,7 +76,7 @@ def _tlg(checkpoint, imgsz) -> ModelGraphs:
     )
 
 
-def _cst(checkpoint, imgsz) -> ModelGraphs:
+def _cst(checkpoint, imgsz, attention) -> ModelGraphs:
     try:
         from edgefss.exporters import cst_graphs as g
         from edgefss.models import cst as cst_mod  # noqa: F401
@@ -84,7 +86,7 @@ def _cst(checkpoint, imgsz) -> ModelGraphs:
 
     model = build_model("cst", checkpoint=checkpoint, imgsz=imgsz).eval()
     graphs = {
-        "encoder": GraphDef(g.CSTEncoderGraph(model).eval(), *_io_triplet(g.CST_IO["encoder"])),
+        "encoder": GraphDef(g.CSTEncoderGraph(model).eval(), *_io_triplet(g.CST_IO["encoder"]), attention),
         "head": GraphDef(g.CSTHeadGraph(model).eval(), *_io_triplet(g.CST_IO["head"])),
     }
     if "learner" in g.CST_IO and hasattr(g, "CSTLearnerGraph"):
@@ -109,10 +111,14 @@ def _cst(checkpoint, imgsz) -> ModelGraphs:
     )
 
 
-def load_graphs(kind: str, checkpoint=None, imgsz: int = 400) -> ModelGraphs:
-    """Build model `kind` ('tlg' | 'cst') and its graph wrappers (random init without checkpoint)."""
+def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = PLAIN) -> ModelGraphs:
+    """Build model `kind` ('tlg' | 'cst') and its graph wrappers (random init without checkpoint).
+
+    `attention` (fused_attention.MS_MHA | PLAIN) is how the CST encoder's ViT attention is
+    exported; TLG has none.
+    """
     if kind == "tlg":
         return _tlg(checkpoint, imgsz)
     if kind == "cst":
-        return _cst(checkpoint, imgsz)
+        return _cst(checkpoint, imgsz, attention)
     raise InputError(f"--model {kind!r}; expected 'tlg' or 'cst'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefss.errors import StateError, require
+from edgefss.exporters.fused_attention import CUSTOM_OPSETS, attention_export, count_fused
 from edgefss.exporters.graphs import GraphDef
 
 OPSET = 17
@@ -16,19 +17,21 @@ def export_graph(g: GraphDef, example: dict, path) -> Path:
     """Export `g.module` with the fixed I/O names, then run onnx.checker and the op policy.
 
     Args:
-        g: the graph; example: {input name: tensor} (all of g.inputs); path: .onnx file.
+        g: the graph (its `attention` says how ViT attention is emitted, see fused_attention.py);
+            example: {input name: tensor} (all of g.inputs); path: .onnx file.
 
     Raises:
-        StateError: the checker fails or a forbidden op appears.
+        StateError: the checker fails, a forbidden op appears, or an attention meant to be
+            fused was not.
     """
     torch = require("torch", "ONNX export")
     onnx = require("onnx", "ONNX export")
     args = tuple(example[n] for n in g.inputs)
-    with torch.no_grad():
+    with torch.no_grad(), attention_export(g.module, g.attention) as swapped:
         torch.onnx.export(
             g.module, args, str(path), input_names=g.inputs, output_names=g.outputs,
             dynamic_axes=g.dynamic_axes or None, opset_version=OPSET, do_constant_folding=True,
-            dynamo=False,
+            dynamo=False, custom_opsets=CUSTOM_OPSETS[g.attention] if swapped else None,
         )
     try:
         onnx.checker.check_model(str(path), full_check=False)
@@ -41,6 +44,10 @@ def export_graph(g: GraphDef, example: dict, path) -> Path:
             f"exported graph '{Path(path).name}' contains {bad}; the Sinkhorn must export as the "
             "fixed-iteration max-shifted loop (edgefss.ops.torch_ops.lse)"
         )
+    fused = count_fused(model)
+    if fused != swapped:
+        raise StateError(f"exported graph '{Path(path).name}' has {fused} fused attention nodes, expected "
+                         f"{swapped} ({g.attention}); the attention core was not traced as one op")
     return Path(path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -74,12 +75,37 @@ def load_into(module: torch.nn.Module, sd: dict, what: str, ignore_missing=(), i
     module.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
-def warn_random_init(what: str) -> None:
+def warn_random_init(what: str, stacklevel: int = 3) -> None:
     warnings.warn(
         f"{what}: no checkpoint given, weights are RANDOMLY initialised (seeded). Predictions are "
         "meaningless until you pass the official weights (see README 'Weights').",
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
+
+
+def build_seeded(make: Callable[[], torch.nn.Module], seed: int, checkpoint, load_checkpoint: Callable,
+                 backbone_checkpoint, load_backbone: Callable, random_init_what: str) -> torch.nn.Module:
+    """The model builders' shared tail: seeded init, optional weights, loud random-init warning.
+
+    Args:
+        make: builds the model; it runs under a forked CPU RNG seeded with `seed`, so the random
+            init is reproducible and the caller's RNG stream is left untouched.
+        checkpoint / backbone_checkpoint: files or None; loaded (in that order) by
+            `load_checkpoint(model, path)` / `load_backbone(model, path)`.
+        random_init_what: what the warning names when `checkpoint` is None.
+    Returns:
+        the model in eval mode.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make()
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    if backbone_checkpoint is not None:
+        load_backbone(model, backbone_checkpoint)
+    if checkpoint is None:
+        warn_random_init(random_init_what, stacklevel=4)  # the builder's caller, as before
+    return model.eval()
 
 
 def save_edgefss(path, model: torch.nn.Module, meta: dict) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from edgefss.errors import CheckpointError, InputError
 from edgefss.models import register_model
-from edgefss.models.checkpoints import load_into, read_state_dict, strip_prefix, warn_random_init
+from edgefss.models.checkpoints import build_seeded, load_into, read_state_dict, strip_prefix
 from edgefss.models.cst_learner import CorrelationLearner
 from edgefss.models.dino_vit import DEPTH, EMBED_DIM, HEADS, PATCH, DinoViT, load_dino_checkpoint
 from edgefss.ops.torch_ops import cosine_correlation
@@ -262,13 +262,6 @@ def build_cst(checkpoint=None, backbone_checkpoint=None, **cfg) -> CST:
         c = CSTCfg(**cfg)
     except TypeError as exc:
         raise InputError(f"build_model('cst'): unknown config option ({exc}); expected fields of CSTCfg") from exc
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(c.seed)
-        model = CST(c)
-    if checkpoint is not None:
-        load_cst_checkpoint(model, checkpoint)
-    if backbone_checkpoint is not None:
-        load_dino_checkpoint(model.backbone, backbone_checkpoint)
-    if checkpoint is None:
-        warn_random_init("CST learner" + (" and DINO backbone" if backbone_checkpoint is None else ""))
-    return model.eval()
+    return build_seeded(lambda: CST(c), c.seed, checkpoint, load_cst_checkpoint, backbone_checkpoint,
+                        lambda m, path: load_dino_checkpoint(m.backbone, path),
+                        "CST learner" + (" and DINO backbone" if backbone_checkpoint is None else ""))

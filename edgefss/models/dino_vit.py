@@ -5,8 +5,10 @@ Parameter names follow the official `dino_deitsmall8_300ep_pretrain.pth` exactly
 norm2,mlp.fc1,mlp.fc2}.*`, `norm.*`), so the file loads without renaming: 21,670,272 parameters.
 
 Deployment choices:
-- Attention runs through `F.scaled_dot_product_attention` (fused kernel in eager; the ONNX
-  exporter emits the MatMul/Softmax pattern at opset < 23 and the `Attention` op at opset 23).
+- Attention runs through `F.scaled_dot_product_attention` (fused kernel in eager). The per-head
+  core is one swappable function, `Attention.attend` ((B,N,D) q, k, v -> (B,N,D)), so an exporter
+  can emit a fused attention op for it (edgefss/exporters/fused_attention.py) without touching
+  the weights; plain ONNX export gives the MatMul/Softmax pattern.
 - The 28x28 -> (S/8)x(S/8) position-embedding resize (DINO's bicubic "+0.1" trick) is computed
   once per input size in eager and cached, so a traced/exported graph holds it as a constant and
   contains no Resize (bicubic Resize is where ONNX/TensorRT backends disagree).
@@ -42,22 +44,38 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B,N,D) -> (B,heads,N,D/heads) view."""
+    B, N, D = t.shape
+    return t.reshape(B, N, heads, D // heads).transpose(1, 2)
+
+
+def sdpa_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head softmax(q k^T / sqrt(D/heads)) v on (B,N,D) float tensors -> (B,N,D).
+
+    The default scale 1/sqrt(64) is DINO's qk_scale.
+    """
+    B, N, D = q.shape
+    y = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads))
+    return y.transpose(1, 2).reshape(B, N, D)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int = EMBED_DIM, heads: int = HEADS):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
+        # fn(q, k, v, heads) -> (B,N,D); a plain attribute (no weights) so exporters can swap it
+        self.attend = sdpa_heads
 
     def forward(self, x: torch.Tensor, return_qk: bool = False):
         """x (B,N,D) -> (B,N,D); with `return_qk` also q, k (B,heads,N,D/heads)."""
-        B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        # default scale 1/sqrt(64) is DINO's qk_scale
-        y = F.scaled_dot_product_attention(q, k, v)
-        y = self.proj(y.transpose(1, 2).reshape(B, N, D))
-        return (y, q, k) if return_qk else y
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B,N,D) each: the checkpoint's [q; k; v] row order
+        y = self.proj(self.attend(q, k, v, self.heads))
+        if return_qk:
+            return y, split_heads(q, self.heads), split_heads(k, self.heads)
+        return y
 
 
 class Mlp(nn.Module):
