@@ -232,3 +232,25 @@ def test_nncf_quantize_tiny_graph(tmp_path):
     c = cosine(ort_runner(tmp_path / "m.onnx")(feeds[0])["y"], ov_runner(tmp_path / "q.xml")(feeds[0])["y"])
     print(f"tiny convnet NNCF INT8 vs FP32 cosine {c:.5f}")
     assert c > 0.98
+
+
+def test_gate_flags_trivial_masks_and_reports_margins_and_presence():
+    """All-background FP32 masks make the mask agreement trivially 1.0: the gate says so, and its
+    margin correlation / presence figures still see what INT8 changed (hand-computed here)."""
+    empty = np.zeros((2, 4, 4), bool)
+    rng = np.random.default_rng(0)
+    seg = rng.standard_normal((2, 2, 4, 4))
+    seg_q = seg.copy()
+    seg_q[:, 1] = seg[:, 0] - (seg[:, 1] - seg[:, 0])  # INT8 margin = -FP32 margin
+    cls = np.array([[0.0, 1.0], [1.0, 0.0]])
+    cls_q = np.array([[0.0, 2.0], [0.5, 1.0]])        # first decision kept, second flipped
+    r = agreement([{"head.seg": seg, "head.cls": cls}], [{"head.seg": seg_q, "head.cls": cls_q}],
+                  [empty], [empty], threshold=0.9)
+    assert r.agreement == 1.0 and r.passed and not r.informative
+    assert r.margin_corr["head.seg"] == pytest.approx(-1.0)
+    assert r.presence["head.cls"] == pytest.approx(0.5)
+    assert "WARNING" in r.summary() and r.to_dict()["informative"] is False
+    half = empty.copy()
+    half[:, :2] = True
+    r2 = agreement([{"head.seg": seg}], [{"head.seg": seg}], [half], [half], threshold=0.9)
+    assert r2.informative and "WARNING" not in r2.summary() and r2.margin_corr["head.seg"] == pytest.approx(1.0)

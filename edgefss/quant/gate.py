@@ -1,7 +1,14 @@
 """INT8 accuracy gate: INT8 vs FP32 agreement on held-out episodes (torch-free).
 
 Figures: mask IoU agreement (mean over episodes of IoU(INT8 fg, FP32 fg); two empty masks agree
-fully) and the cosine between INT8 and FP32 outputs (flattened, per output, min over episodes).
+fully), the cosine between INT8 and FP32 outputs (flattened, per output, min over episodes), the
+Pearson correlation of the fg-bg logit margin of every 2-class head output (min over episodes;
+informative even when the masks are all background), and for classification outputs the share of
+presence decisions (sign of the margin) INT8 keeps.
+
+The pass rule is the mask agreement alone. When the FP32 masks are nearly all background or all
+foreground (random or weak weights) that agreement is trivially high: the result is then flagged
+`informative = False` and the summary says so, pointing at the margin and presence figures.
 """
 
 from __future__ import annotations
@@ -9,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+TRIVIAL_FG = 0.01  # FP32 foreground fraction below this (or above 1 - this): agreement is trivial
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,6 +47,13 @@ class GateResult:
     episodes: int
     per_episode: list = field(default_factory=list)
     fg_fraction: float = 0.0  # mean FP32 foreground fraction: ~0 or ~1 means the agreement is trivial
+    margin_corr: dict = field(default_factory=dict)  # head 2-class output -> min Pearson r of fg-bg margins
+    presence: dict = field(default_factory=dict)     # (B,2) output -> share of margin signs INT8 keeps
+
+    @property
+    def informative(self) -> bool:
+        """False when the FP32 masks are (nearly) empty or full, so mask agreement proves little."""
+        return TRIVIAL_FG < self.fg_fraction < 1.0 - TRIVIAL_FG
 
     @property
     def passed(self) -> bool:
@@ -47,14 +64,23 @@ class GateResult:
                 "passed": self.passed, "episodes": self.episodes,
                 "output_cosine_min": {k: round(v, 5) for k, v in self.cosine.items()},
                 "per_episode_iou": [round(x, 4) for x in self.per_episode],
-                "fp32_fg_fraction": round(self.fg_fraction, 4)}
+                "fp32_fg_fraction": round(self.fg_fraction, 4), "informative": self.informative,
+                "margin_corr_min": {k: round(v, 5) for k, v in self.margin_corr.items()},
+                "presence_agreement": {k: round(v, 5) for k, v in self.presence.items()}}
 
     def summary(self) -> str:
         cos = ", ".join(f"{k} {v:.4f}" for k, v in self.cosine.items())
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"INT8 gate {verdict}: mask IoU agreement {self.agreement:.4f} (threshold {self.threshold}) "
+        extra = ", ".join([f"{k} margin r {v:.4f}" for k, v in self.margin_corr.items()]
+                          + [f"{k} presence kept {v:.3f}" for k, v in self.presence.items()])
+        text = (f"INT8 gate {verdict}: mask IoU agreement {self.agreement:.4f} (threshold {self.threshold}) "
                 f"over {self.episodes} held-out episodes (FP32 foreground fraction {self.fg_fraction:.3f}); "
-                f"min output cosine: {cos}")
+                f"min output cosine: {cos}" + (f"; {extra}" if extra else ""))
+        if not self.informative:
+            text += ("\n  WARNING: the FP32 masks are nearly all background or all foreground (untrained or "
+                     "weak weights), so the mask agreement is trivial; judge INT8 by the margin "
+                     "correlation and presence figures, or gate again with trained weights")
+        return text
 
 
 def agreement(fp32_outs: list, int8_outs: list, fp32_masks: list, int8_masks: list, threshold: float) -> GateResult:
@@ -71,7 +97,36 @@ def agreement(fp32_outs: list, int8_outs: list, fp32_masks: list, int8_masks: li
         for k in fo:
             cos[k] = min(cos.get(k, 1.0), cosine(fo[k], io[k]))
     fg = float(np.mean([np.mean(m) for m in fp32_masks])) if fp32_masks else 0.0
-    return GateResult(float(np.mean(ious)) if ious else 0.0, cos, threshold, len(ious), ious, fg)
+    margin, presence = margin_figures(fp32_outs, int8_outs)
+    return GateResult(float(np.mean(ious)) if ious else 0.0, cos, threshold, len(ious), ious, fg, margin, presence)
+
+
+def margin_figures(fp32_outs: list, int8_outs: list) -> tuple[dict, dict]:
+    """Per head output with a 2-class axis 1 ((B,2,h,w) logits or (B,2) class logits):
+    min over episodes of the Pearson r of the fg-bg margins (seg outputs), and the share of
+    margin signs (presence decisions) INT8 keeps (class outputs). Returns (margin_corr, presence)."""
+    corr: dict = {}
+    kept: dict = {}
+    for fo, io in zip(fp32_outs, int8_outs):
+        for k in fo:
+            a, b = np.asarray(fo[k], np.float64), np.asarray(io[k], np.float64)
+            if not k.startswith("head.") or a.ndim < 2 or a.shape[1] != 2 or a.shape != b.shape:
+                continue
+            ma, mb = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
+            if a.ndim == 2:
+                kept.setdefault(k, []).extend((np.sign(ma) == np.sign(mb)).tolist())
+            else:
+                corr[k] = min(corr.get(k, 1.0), pearson(ma, mb))
+    return corr, {k: float(np.mean(v)) for k, v in kept.items()}
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two equal-size arrays; 1.0 when both are constant, 0.0 when one is."""
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
 
 
 def node_groups(model, depth: int = 3) -> dict:
