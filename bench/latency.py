@@ -236,7 +236,7 @@ def export_bundle(model: str, backend: str, precision: str, size: int, out: Path
     from edgefss.exporters import export
 
     # The bench needs a bundle, not a quality gate: few calibration episodes, gate failures forced.
-    kw = dict(int8=True, force=True, calib_episodes=8, gate_episodes=2) if precision == "int8" else {}
+    kw = dict(int8=True, force=True, calib_episodes=8, gate_episodes=2, sensitivity=False) if precision == "int8" else {}
     return Path(export(model.split("_")[0] if model == "tlg" else model, checkpoint=checkpoint, backend=backend,
                        fp16=precision == "fp16" or None, imgsz=size, out=str(path), verify_episodes=1,
                        log=lambda *a, **k: None, **kw))

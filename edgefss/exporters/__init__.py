@@ -14,7 +14,8 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
            out=None, target=None, force=None, clip_checkpoint=None, calib_episodes=None,
-           gate_episodes=None, verify_episodes=None, agreement=None, shots=None, log=print) -> Path:
+           gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
+           log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -27,6 +28,8 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
         force: write an INT8 bundle even when the gate fails. clip_checkpoint: CLIP weights for
             the TLG text table. calib_episodes / gate_episodes / verify_episodes: episode counts;
             agreement: gate threshold (0.95); shots: supports per episode.
+        sensitivity: on a failed gate, run the per-layer sensitivity list (default True; it costs
+            one gate run per layer group, e.g. benchmarks that force INT8 turn it off).
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -39,5 +42,6 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
     opts = resolve(model=model, checkpoint=checkpoint, backend=backend, int8=int8, calib=calib, fp16=fp16,
                    imgsz=imgsz, out=out, target=target, force=force, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
-                   verify_episodes=verify_episodes, agreement=agreement, shots=shots)
+                   verify_episodes=verify_episodes, agreement=agreement, shots=shots,
+                   sensitivity=sensitivity)
     return run_export(opts, log=log)

@@ -183,7 +183,9 @@ def run_export(o: ExportOptions, log=print) -> Path:
             log(gate.summary())
             manifest_gate = gate.to_dict()
             if not gate.passed:
-                if o.backend != "openvino":
+                if not o.sensitivity:
+                    log("(per-layer sensitivity skipped: sensitivity=False)")
+                elif o.backend != "openvino":
                     manifest_gate["sensitivity"] = _sensitivity(
                         mg, fp32, feeds, work, builder, (ref["encoder"], ref["head"]), gate_eps, o.agreement, log)
                 else:

@@ -30,6 +30,7 @@ class ExportOptions:
     out: str | None = None
     target: str | None = None
     force: bool = False
+    sensitivity: bool = True  # on a failed gate, list per-layer sensitivity (one gate run per layer group)
     clip_checkpoint: str | None = None
     calib_episodes: int = 24
     gate_episodes: int = 8
