@@ -42,10 +42,6 @@ def _onnx_model(nodes, inputs, outputs, inits, name):
     return m
 
 
-def _io_dict(inputs_or_outputs):
-    return {n: {"shape": list(s), "dtype": "float32"} for n, s in inputs_or_outputs}
-
-
 def _cst_graphs(rng):
     from onnx import helper as h
 
@@ -164,35 +160,24 @@ def _tlg_graphs(rng):
 def build_tiny_bundle(out_dir, model: str = "cst", backend: str = "onnxruntime", precision: str = "fp32",
                       seed: int = 0) -> Path:
     """Write a tiny bundle with the design.md layout (S = 32) through BundleWriter; returns its path."""
-    import onnx
-
-    from edgefss.bundle import BundleWriter
+    from _bundles import write_bundle
 
     rng = np.random.default_rng(seed)
     graphs, io = (_cst_graphs if model == "cst" else _tlg_graphs)(rng)
-    manifest = {
-        "model": model, "variant": "vit_small_patch8" if model == "cst" else "resnet50",
-        "backend": backend, "precision": precision,
-        "preprocess": PreprocessCfg(imgsz=S).to_dict(),
-        "graphs": {g: {"file": f"{g}.onnx", "inputs": _io_dict(io[g][0]), "outputs": _io_dict(io[g][1])}
-                   for g in graphs},
-        "pseudo_mask": {"threshold": 0.4, "generator": "tiny test graph"},
-        "weights": {"checkpoint": None, "random_init": True},
-    }
-    with BundleWriter(out_dir) as w:
-        for g, m in graphs.items():
-            onnx.save(m, str(w.path(f"{g}.onnx")))
-        if model == "tlg":
-            from edgefss.text.table import RANDOM_SOURCE, TextTable
 
-            def unit(n):
-                v = rng.standard_normal((n, 512)).astype(np.float32)
-                return v / np.linalg.norm(v, axis=1, keepdims=True)
+    def text_table(w, manifest):
+        from edgefss.text.table import RANDOM_SOURCE, TextTable
 
-            TextTable(np.array(CLASSES), unit(len(CLASSES)), unit(len(CLASSES)), unit(len(CLASSES)),
-                      RANDOM_SOURCE).save(w.path("text_table.npz"))
-            manifest["text_table"] = {"file": "text_table.npz", "source": RANDOM_SOURCE}
-        return w.commit(manifest)
+        def unit(n):
+            v = rng.standard_normal((n, 512)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+        TextTable(np.array(CLASSES), unit(len(CLASSES)), unit(len(CLASSES)), unit(len(CLASSES)),
+                  RANDOM_SOURCE).save(w.path("text_table.npz"))
+        manifest["text_table"] = {"file": "text_table.npz", "source": RANDOM_SOURCE}
+
+    return write_bundle(out_dir, model, graphs, io, S, backend, precision,
+                        extra=text_table if model == "tlg" else None)
 
 
 # ----------------------------------------------------------------------------- fixtures

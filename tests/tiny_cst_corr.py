@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefss.config import PreprocessCfg
 
 S = 64
 G = S // 8
@@ -113,10 +112,7 @@ def build_corr_bundle(out_dir, seed: int = 0, gain: float = 60.0, bias: float = 
     Args:
         gain, bias: the learner's score = gain * (fg similarity - bg similarity) + bias.
     """
-    import onnx
     from onnx import helper as h
-
-    from edgefss.bundle import BundleWriter
 
     rng = np.random.default_rng(seed)
     chw = rng.uniform(0.0, 2.0, (1, HEADS * L, 1, 1)).astype(np.float32)
@@ -157,18 +153,6 @@ def build_corr_bundle(out_dir, seed: int = 0, gain: float = 60.0, bias: float = 
     io = {"encoder": (enc_in, enc_out), "head": (head_in, outs), "learner": (learner_in, outs)}
     graphs = {"encoder": enc, "head": head, "learner": learner}
 
-    def io_dict(items):
-        return {n: {"shape": list(s), "dtype": "float32"} for n, s in items}
+    from _bundles import write_bundle
 
-    manifest = {
-        "model": "cst", "variant": "vit_small_patch8", "backend": "onnxruntime", "precision": "fp32",
-        "preprocess": PreprocessCfg(imgsz=S).to_dict(),
-        "graphs": {g: {"file": f"{g}.onnx", "inputs": io_dict(io[g][0]), "outputs": io_dict(io[g][1])}
-                   for g in graphs},
-        "pseudo_mask": {"threshold": 0.4, "generator": "tiny test graph"},
-        "weights": {"checkpoint": None, "random_init": True},
-    }
-    with BundleWriter(out_dir) as w:
-        for g, m in graphs.items():
-            onnx.save(m, str(w.path(f"{g}.onnx")))
-        return w.commit(manifest)
+    return write_bundle(out_dir, "cst", graphs, io, S)
