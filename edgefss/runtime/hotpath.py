@@ -62,6 +62,8 @@ def requested_graphs(ops: str, adapter) -> tuple:
     """The graphs the backend must open for `ops` (the learner only when it may be used)."""
     if ops == "graph" or not adapter.has_split_head():
         return ("encoder", "head")
+    if ops == "auto" and ("native" not in AUTO.values() or adapter.manifest.get("precision") != "fp32"):
+        return ("encoder", "head")  # auto cannot pick the split here: don't load a graph it never runs
     return ("encoder", "head", "learner")
 
 
@@ -86,12 +88,8 @@ def resolve_ops(ops: str, adapter, manifest: dict, backend, bundle_dir) -> str:
                 f"correlation); '{bundle_dir}' ({manifest.get('model')}) has graphs "
                 f"{sorted(manifest['graphs'])}. Use ops='graph' or 'auto'"
             )
-        if ops == "native" and not edge_ops.has_native():
-            import numpy as np
-
-            # raises BackendUnavailableError with the ops module's reinstall line
-            z = np.zeros((1, 1, 1), np.float32)
-            edge_ops.cosine_correlation(z, z, impl="native")
+        if ops == "native":
+            edge_ops.native_module(required=True)  # BackendUnavailableError with the reinstall line
         return ops
     if not split or manifest.get("precision") != "fp32" or not edge_ops.has_native():
         return "graph"
