@@ -20,6 +20,12 @@
 #include <omp.h>
 #endif
 
+#ifdef __linux__
+#include <sys/mman.h>
+
+#include <cstdlib>
+#endif
+
 namespace py = pybind11;
 using edgefss::ArgumentError;
 
@@ -45,6 +51,28 @@ void check_array(const char* op, const char* name, const py::array& x, std::vect
 }
 
 enum class Device { kCpu, kCuda };
+
+// An uninitialised C-contiguous array. On Linux, outputs of 4 MiB and more are 2 MiB-aligned and
+// advised as transparent huge pages: a fresh 100 MB correlation otherwise takes ~25k page faults
+// on first touch (~15 ms here, 4 % of TLG's 13-layer call). Without THP the advice is a no-op.
+template <typename T>
+py::array_t<T> empty_array(const std::vector<py::ssize_t>& shape) {
+#ifdef __linux__
+  size_t bytes = sizeof(T);
+  for (py::ssize_t d : shape) bytes *= static_cast<size_t>(d);
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes >= 2 * kHuge) {
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = nullptr;
+    if (posix_memalign(&p, kHuge, rounded) == 0) {
+      madvise(p, rounded, MADV_HUGEPAGE);
+      py::capsule owner(p, [](void* q) { std::free(q); });
+      return py::array_t<T>(shape, static_cast<T*>(p), owner);
+    }
+  }
+#endif
+  return py::array_t<T>(shape);
+}
 
 template <typename T>
 py::tuple sinkhorn_impl(const py::array& cost, const py::array& a, const py::array& b, double eps, int n_iter,
@@ -114,7 +142,7 @@ py::list correlation_impl(const std::vector<py::array>& queries, const std::vect
       check_array<T>(op, ("support_mask[" + std::to_string(l) + "]").c_str(), *masks[l], {P, Ns});
       mp = static_cast<const T*>(masks[l]->data());
     }
-    py::array_t<T> out({P, static_cast<py::ssize_t>(heads), Nq, Ns});
+    py::array_t<T> out = empty_array<T>({P, static_cast<py::ssize_t>(heads), Nq, Ns});
     layers.push_back({static_cast<const T*>(q.data()), static_cast<const T*>(s.data()), mp, out.mutable_data(), P,
                       C, Nq, Ns});
     outs.append(out);

@@ -168,6 +168,22 @@ def test_correlation_layer_list_of_different_shapes_one_call():
         _close(g, w, np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_correlation_blocking_edges(dtype):
+    # per head: 600 channels = 2 full 256-channel passes + a partial one; Nq 77 = 2 work items of 36
+    # rows + 5 (a partial 6-row tile); Ns 150 spans two packing jobs of 128 columns and ends in a
+    # partial 16-column sliver; a mask and two problems x two heads address every packed block
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal((2, 1200, 77)).astype(dtype)
+    s = rng.standard_normal((2, 1200, 150)).astype(dtype)
+    mask = (rng.random((2, 150)) > 0.3).astype(dtype)
+    for clamp_min in (None, 0.0):
+        got = ops.cosine_correlation(q, s, heads=2, clamp_min=clamp_min, support_mask=mask, impl="native")
+        want = reference.cosine_correlation(q, s, 2, clamp_min, mask)
+        assert got.shape == want.shape == (2, 2, 77, 150)
+        _close(got, want, dtype)
+
+
 def test_correlation_cst_layout_heads_and_layers():
     rng = np.random.default_rng(5)
     q = rng.standard_normal((1, 12, 384, 49)).astype(np.float32)

@@ -54,7 +54,9 @@ inline v8f v8_load(const float* p) {
   return r;
 }
 inline void v8_store(float* p, v8f v) { std::memcpy(p, &v, sizeof(v)); }
-inline v8f v8_set1(float x) { return v8f{} + x; }
+// The braced form compiles to one broadcast (from memory when x is loaded); `v8f{} + x` costs an
+// add and a register shuffle, which compete with the multiply-adds.
+inline v8f v8_set1(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 // Pairwise: three dependent adds instead of eight (short rows are latency-bound).
 inline float v8_hsum(v8f v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
 inline float v8_hmax(v8f v) {

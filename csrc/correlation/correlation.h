@@ -9,8 +9,9 @@
 //   out[p,h,i,j] = <q_h[:,i], m_j s_h[:,j]> / ((|q_h[:,i]| + eps)(|m_j s_h[:,j]| + eps)),
 //   optionally max(., clamp_min); q_h/s_h = channels [h*C/heads, (h+1)*C/heads).
 // The norms are folded into the output tile as per-row/per-column scales, so no normalised
-// copy of q or s is ever made: the only memory beyond `out` is O(P*heads*(Nq+Ns)) for the
-// norms plus a fixed 448 KiB (float) packing scratch per CPU thread.
+// copy of q or s is ever made: the memory beyond `out` is the packed support of the largest
+// layer (its size, rounded up to 16 columns; 5 MiB for TLG at 400 px), O(P*heads*(Nq+Ns)) for
+// the norms, and a 36 KiB (float) query packing scratch per CPU thread.
 #pragma once
 
 #include <cstdint>
