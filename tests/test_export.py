@@ -158,6 +158,32 @@ def test_tlg_bundle_runs_with_dynamic_support_batch(tlg_fp32):
     assert out_["query_prior"].shape == (B, 1, h, h)
 
 
+def test_tlg_head_profile_attributes_the_correlation_and_sinkhorn(tmp_path, tlg_fp32):
+    # bench/profile_tlg_head.py: the figures behind keeping TLG's correlation inside `head`
+    import sys
+    from collections import Counter
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import profile_tlg_head as P
+
+    out, _ = tlg_fp32
+    model = onnx.load(str(out / "head.onnx"), load_external_data=False)
+    part = P.classify(model)
+    ops_of = {n.name: n.op_type for n in model.graph.node}
+    mm = Counter(part[n] for n, op in ops_of.items() if op == "MatMul")
+    # one query-direction MatMul per backbone layer (the support direction is a transpose), and
+    # the prior's correlation separately
+    assert mm["hypercorr"] == 13 and mm["prior"] >= 1
+    assert any(p == "sinkhorn" and ops_of[n] == "Exp" for n, p in part.items())
+    assert Counter(part.values())["other"] > 0
+    assert P.main([str(out), "--threads", "1", "--repeats", "2", "--engines", "onnxruntime",
+                   "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "profile.json").read_text())["onnxruntime"]
+    assert abs(sum(res["share"].values()) - 1) < 1e-6 and res["share"]["hypercorr"] > 0
+    assert res["native_hypercorr_ms"] > 0 and res["split_gain"] > 0
+
+
 def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
     lines = []
     out = export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=6, gate_episodes=4,

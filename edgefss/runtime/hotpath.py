@@ -24,20 +24,26 @@ OPS = ("auto", "graph", "native", "reference")
 
 # The faster CST head path per (backend, device kind), measured on the CST bundle exported at
 # S=400 (FP32, random init), 1-shot cached support, 2 threads, interleaved rounds, medians:
-#   PYTHONPATH=. python -m edgefss.runtime.measure_ops BUNDLE --threads 2 --repeats 9
-# The native correlation (~0.2-0.4 s per support at S=400) is not faster than the engines' own
-# MatMul-based correlation inside the head graph, and the split hands a ~100 MB volume per support
-# from NumPy to the learner graph, so the head graph wins on both CPU engines (AUTO_FIGURES).
+#   PYTHONPATH=. python -m edgefss.runtime.measure_ops BUNDLE --threads 2 --repeats 7 (idle machine;
+#   an earlier run under load 8.5-13.8 gave graph 1217-1307 vs native 1384-1489 ms on onnxruntime,
+#   982-1253 vs 1307-1659 ms on OpenVINO: the same decision)
+# The engines' MatMul-based correlation inside the head graph (K = 64 channels per head) costs
+# about as much as the native kernel does, and the split hands a ~120 MB volume per support from
+# NumPy to the learner graph, so the head graph wins on both CPU engines (AUTO_FIGURES). Part of
+# the native path's cost is thread contention: onnxruntime's pool spins after each run while the
+# OpenMP kernel starts (corr 116 ms; 68 ms in a one-off run with session.intra_op.allow_spinning=0
+# patched into the onnxruntime backend, onnxruntime only), yet even then
+# the native head was slower (293 vs 270 ms), so nothing was changed there.
 # GPU devices were not measured (no GPU here): they keep the correlation inside the graph, on the
 # device, which also avoids copying the volume host -> device.
 AUTO = {
     ("onnxruntime", "cpu"): "graph",
     ("openvino", "cpu"): "graph",
 }
-# head milliseconds (graph, native incl. correlation) from the runs above, with the load average
+# median head milliseconds (graph; native incl. its correlation) of that idle run, and its load average
 AUTO_FIGURES = {
-    ("onnxruntime", "cpu"): {"graph_head_ms": [1217, 1307], "native_head_ms": [1384, 1489], "load1": [8.5, 13.8]},
-    ("openvino", "cpu"): {"graph_head_ms": [982, 1253], "native_head_ms": [1307, 1659], "load1": [8.5, 13.8]},
+    ("onnxruntime", "cpu"): {"graph_head_ms": 286, "native_head_ms": 346, "native_corr_ms": 135, "load1": 1.9},
+    ("openvino", "cpu"): {"graph_head_ms": 299, "native_head_ms": 361, "native_corr_ms": 94, "load1": 1.9},
 }
 
 
