@@ -8,10 +8,11 @@
 //   out   (P, heads, Nq, Ns)
 //   out[p,h,i,j] = <q_h[:,i], m_j s_h[:,j]> / ((|q_h[:,i]| + eps)(|m_j s_h[:,j]| + eps)),
 //   optionally max(., clamp_min); q_h/s_h = channels [h*C/heads, (h+1)*C/heads).
-// The norms are folded into the output tile as per-row/per-column scales, so no normalised
-// copy of q or s is ever made: the memory beyond `out` is the packed support of the largest
-// layer (its size, rounded up to 16 columns; 5 MiB for TLG at 400 px), O(P*heads*(Nq+Ns)) for
-// the norms, and a 36 KiB (float) query packing scratch per CPU thread.
+// The norms are folded into the output tile as per-row/per-column scales (their sums of squares
+// are taken while packing), so no normalised copy of q or s is ever made: the memory beyond
+// `out` is the packed support of the largest layer (its size, rounded up to 16 columns; 5 MiB for
+// TLG at 400 px), O(P*heads*(Nq+Ns)) for the norms, and per CPU thread a 36 x C/heads query
+// packing scratch (288 KiB at C = 2048) plus 2 KiB of partial sums.
 #pragma once
 
 #include <cstdint>

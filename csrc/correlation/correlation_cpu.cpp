@@ -26,18 +26,13 @@ constexpr int64_t kKC = 256;  // channels per pass
 // per work item reached 69 GFLOP/s; this plan 88-89 (kKC 128-512 x kMC 24-144 swept; kMC 96
 // loses 5-8 %).
 
-// Inverse norms with the eps convention of the reference: 1 / (|x| + eps), and for the support
-// m / (|m| |s| + eps), which equals the masked column's factor (|m s| = |m| |s|).
+// Inverse norms from sums of squares, with the eps convention of the reference: 1 / (|x| + eps),
+// and for the support m / (|m| |s| + eps), which equals the masked column's factor
+// (|m s| = |m| |s|).
 template <typename T>
-void inverse_norms(const T* x, const T* mask, int64_t Ch, int64_t N, double eps, T* r) {
-  std::vector<T> acc(N, T(0));
-  for (int64_t c = 0; c < Ch; ++c) {
-    const T* row = x + c * N;
-#pragma omp simd
-    for (int64_t k = 0; k < N; ++k) acc[k] += row[k] * row[k];
-  }
-  for (int64_t k = 0; k < N; ++k) {
-    const double nrm = std::sqrt(static_cast<double>(acc[k]));
+void inverse_norms(const T* sumsq, const T* mask, int64_t n, double eps, T* r) {
+  for (int64_t k = 0; k < n; ++k) {
+    const double nrm = std::sqrt(static_cast<double>(sumsq[k]));
     if (mask) {
       const double mk = mask[k];
       r[k] = static_cast<T>(mk / (std::fabs(mk) * nrm + eps));
@@ -134,13 +129,16 @@ __attribute__((noinline)) void micro_tile(const float* a, const float* b, int64_
 }
 #endif
 
-// Columns [j0, j0 + w) of kc rows (stride ld) -> slivers of R columns, dst[s][c][r], zero-padded.
+// Columns [j0, j0 + w) of kc rows (stride ld) -> slivers of R columns, dst[s][c][r], zero-padded,
+// adding each column's sum of squares to sumsq[0, w): the norms come from the same read.
 // Row-outer so the source is read in runs of w floats.
 template <typename T, int R>
-void pack(const T* x, int64_t ld, int64_t kc, int64_t j0, int64_t w, T* dst) {
+void pack(const T* x, int64_t ld, int64_t kc, int64_t j0, int64_t w, T* dst, T* sumsq) {
   const int64_t full = w / R, rem = w % R;
   for (int64_t c = 0; c < kc; ++c) {
     const T* row = x + c * ld + j0;
+#pragma omp simd
+    for (int64_t k = 0; k < w; ++k) sumsq[k] += row[k] * row[k];
     T* d = dst + c * R;
     for (int64_t s = 0; s < full; ++s) std::memcpy(d + s * kc * R, row + s * R, R * sizeof(T));
     if (rem) {
@@ -164,13 +162,16 @@ constexpr int64_t kPackCols = 8 * kNR;  // support columns per packing job
 
 // Rows [i0, i1) of one (problem, head) block: out = (q^T s) scaled, clamped. The channel passes
 // run innermost, per kNR support columns, so a tile's partial sums stay in `acc` (L1) and the
-// output is written once. qpack: kMC x Ch scratch; acc: kMC x kNR scratch.
+// output is written once. The rows' inverse norms go to rq[i0, i1). qpack: kMC x Ch scratch;
+// acc: kMC x kNR scratch.
 template <typename T>
 void panel(const T* q, const T* spacked, const PackedSupport& ps, int64_t Ch, int64_t Nq, int64_t Ns, int64_t i0,
-           int64_t i1, T* out, const T* rq, const T* rs, bool clamp, double clamp_min, T* qpack, T* acc) {
+           int64_t i1, T* out, T* rq, const T* rs, bool clamp, double clamp_min, T* qpack, T* acc, double eps) {
   const int64_t mc = i1 - i0;
+  T sumsq[kMC] = {};
   for (int64_t c0 = 0; c0 < Ch; c0 += kKC)
-    pack<T, kMR>(q + c0 * Nq, Nq, std::min(kKC, Ch - c0), i0, mc, qpack + c0 * kMC);
+    pack<T, kMR>(q + c0 * Nq, Nq, std::min(kKC, Ch - c0), i0, mc, qpack + c0 * kMC, sumsq);
+  inverse_norms(sumsq, static_cast<const T*>(nullptr), mc, eps, rq + i0);
   for (int64_t jr = 0; jr < Ns; jr += kNR) {
     const int nr = static_cast<int>(std::min<int64_t>(kNR, Ns - jr));
     for (int64_t c0 = 0; c0 < Ch; c0 += kKC) {
@@ -209,27 +210,23 @@ void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, 
 
 #pragma omp parallel if (par)
   {
-    std::vector<T> qpack(kMC * ch_max), acc(kMC * kNR);  // this thread's scratch
+    std::vector<T> qpack(kMC * ch_max), acc(kMC * kNR), sumsq(kPackCols);  // this thread's scratch
     for (const auto& L : layers) {
       const int64_t Ch = L.C / heads, PH = L.P * heads;
       const PackedSupport ps{ceil_div(L.Ns, kNR) * kNR};
       const int64_t col_jobs = ceil_div(L.Ns, kPackCols);
 #pragma omp for schedule(static)
-      for (int64_t k = 0; k < PH * (2 + col_jobs); ++k) {
-        const int64_t ph = k / (2 + col_jobs), job = k % (2 + col_jobs), p = ph / heads, h = ph % heads;
-        const T* q = L.q + (p * L.C + h * Ch) * L.Nq;
+      for (int64_t k = 0; k < PH * col_jobs; ++k) {
+        const int64_t ph = k / col_jobs, j0 = (k % col_jobs) * kPackCols, p = ph / heads, h = ph % heads;
+        const int64_t w = std::min(kPackCols, L.Ns - j0);
         const T* s = L.s + (p * L.C + h * Ch) * L.Ns;
-        if (job == 0) {
-          inverse_norms(q, static_cast<const T*>(nullptr), Ch, L.Nq, eps, rq.data() + ph * L.Nq);
-        } else if (job == 1) {
-          inverse_norms(s, L.mask ? L.mask + p * L.Ns : nullptr, Ch, L.Ns, eps, rs.data() + ph * L.Ns);
-        } else {
-          const int64_t j0 = (job - 2) * kPackCols, w = std::min(kPackCols, L.Ns - j0);
-          for (int64_t c0 = 0; c0 < Ch; c0 += kKC) {
-            const int64_t kc = std::min(kKC, Ch - c0);
-            pack<T, kNR>(s + c0 * L.Ns, L.Ns, kc, j0, w, spacked.data() + ps.offset(ph, Ch, c0) + j0 * kc);
-          }
+        std::fill(sumsq.begin(), sumsq.begin() + w, T(0));
+        for (int64_t c0 = 0; c0 < Ch; c0 += kKC) {
+          const int64_t kc = std::min(kKC, Ch - c0);
+          pack<T, kNR>(s + c0 * L.Ns, L.Ns, kc, j0, w, spacked.data() + ps.offset(ph, Ch, c0) + j0 * kc,
+                       sumsq.data());
         }
+        inverse_norms(sumsq.data(), L.mask ? L.mask + p * L.Ns + j0 : nullptr, w, eps, rs.data() + ph * L.Ns + j0);
       }
       const int64_t blocks = ceil_div(L.Nq, kMC);
 #pragma omp for schedule(dynamic, 1)
@@ -237,7 +234,7 @@ void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, 
         const int64_t ph = k / blocks, i0 = (k % blocks) * kMC, p = ph / heads, h = ph % heads;
         panel(L.q + (p * L.C + h * Ch) * L.Nq, spacked.data() + ps.offset(ph, Ch, 0), ps, Ch, L.Nq, L.Ns, i0,
               std::min(L.Nq, i0 + kMC), L.out + ph * L.Nq * L.Ns, rq.data() + ph * L.Nq, rs.data() + ph * L.Ns,
-              clamp, clamp_min, qpack.data(), acc.data());
+              clamp, clamp_min, qpack.data(), acc.data(), eps);
       }
     }
   }
