@@ -2,7 +2,8 @@
 
     python bench/ops.py [--quick] [--out runs/bench_ops] [--threads N]
 
-Prints one table (op, shape, impl, median ms, speed-up vs torch, peak memory) and writes
+Prints one table (op, shape, impl, median ms, speed-up vs torch, GFLOP/s for the correlation
+(2 flops per multiply-add of the GEMM it contains), peak memory) and writes
 `ops.json` and `ops.png` (speed-up bars) under --out. The implementations of a case are timed
 round-robin (bench/_harness.time_interleaved), so load on a shared machine hits them alike; the
 load average is printed before and after. The torch baseline is `edgefss.ops.torch_ops`, the
@@ -74,6 +75,12 @@ def correlation_inputs(kind, imgsz, seed=0):
     q = [np.maximum(rng.standard_normal((1, c, h * h)), 0).astype(np.float32) for c, h in specs]
     sp = [np.maximum(rng.standard_normal((1, c, h * h)), 0).astype(np.float32) for c, h in specs]
     return q, sp, 1, 0.0
+
+
+def correlation_gflop(q, s) -> float:
+    """Multiply-adds of a correlation case as GFLOP (2 per multiply-add); heads do not change it."""
+    qs, ss = (q, s) if isinstance(q, list) else ([q], [s])
+    return sum(2.0 * np.prod(a.shape[:-1]) * a.shape[-1] * b.shape[-1] for a, b in zip(qs, ss)) / 1e9
 
 
 def describe(x):
@@ -208,13 +215,14 @@ def _f(v, spec):
 
 
 def print_table(rows):
-    head = (f"{'op':<20} {'shape':<36} {'impl':<7} {'median ms':>10} {'x vs torch':>10} {'peak MB':>8} "
-            f"{'extra MB':>8} {'peak/t':>7} {'extra/t':>7}")
+    head = (f"{'op':<20} {'shape':<36} {'impl':<7} {'median ms':>10} {'x vs torch':>10} {'GFLOP/s':>8} "
+            f"{'peak MB':>8} {'extra MB':>8} {'peak/t':>7} {'extra/t':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['op']:<20} {r['shape']:<36} {r['impl']:<7} {r['median_ms']:>10.3f} "
-              f"{_f(r.get('speedup_vs_torch'), '.2f'):>10} {_f(r.get('peak_mb'), '.1f'):>8} "
+              f"{_f(r.get('speedup_vs_torch'), '.2f'):>10} {_f(r.get('gflops'), '.1f'):>8} "
+              f"{_f(r.get('peak_mb'), '.1f'):>8} "
               f"{_f(r.get('extra_mb'), '.1f'):>8} {_f(r.get('peak_vs_torch'), '.2f'):>7} "
               f"{_f(r.get('extra_vs_torch'), '.2f'):>7}")
 
@@ -311,6 +319,7 @@ def main(argv=None):
             for name, st in stats.items():
                 mem = None if (args.no_memory or name == "gemm") else measure_memory(kind, imgsz, name, args.threads)
                 case_rows.append(dict(op=op, case=label, shape=describe(q), impl=name, median_ms=st["median"],
+                                      gflops=correlation_gflop(q, s) / (st["median"] / 1e3),
                                       runs=st["n"], peak_mb=mem and mem["peak_mb"], out_mb=mem and mem["out_mb"]))
         torch_row = next((r for r in case_rows if r["impl"] == "torch"), None)
         for r in case_rows:
