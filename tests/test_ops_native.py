@@ -5,6 +5,12 @@ Skipped as a whole when the extension is not built (e.g. EDGEFSS_NO_EXTENSION=1 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -182,6 +188,21 @@ def test_correlation_blocking_edges(dtype):
         want = reference.cosine_correlation(q, s, 2, clamp_min, mask)
         assert got.shape == want.shape == (2, 2, 77, 150)
         _close(got, want, dtype)
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not on PATH")
+def test_roofline_driver_builds_and_matches_float64(tmp_path):
+    # bench/native/corr_roofline.cpp: the kernel without Python, checked in C++ against float64 dots
+    root = Path(__file__).resolve().parents[1]
+    build = tmp_path / "build"
+    cfg = ["cmake", "-S", str(root), "-B", str(build), "-DEDGEFSS_NO_CUDA=ON", f"-DPython_EXECUTABLE={sys.executable}"]
+    subprocess.run(cfg, check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "corr_roofline"], check=True, capture_output=True)
+    res = subprocess.run([str(build / "corr_roofline"), "64", "1"], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    err = float(res.stdout.split("max |err|")[1])
+    assert err < 1e-5 and "GFLOP/s" in res.stdout
 
 
 def test_correlation_cst_layout_heads_and_layers():

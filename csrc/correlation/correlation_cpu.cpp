@@ -22,9 +22,10 @@ constexpr int64_t kKC = 256;  // channels per pass
 // block (72 KiB at C = 512) stays in L2, and the 6x16 register tile takes 12 of the 16 AVX
 // registers. Channel passes run innermost, so partial sums stay in a kMC x kNR scratch and each
 // output element is written to memory once. Measured on TLG's 13 layers at 400 px, 1 thread,
-// Zen 3 (FMA peak 102 GFLOP/s, bench-style harness): kKC 512 / kMC 96 with the support repacked
-// per work item reached 69 GFLOP/s; this plan 88-89 (kKC 128-512 x kMC 24-144 swept; kMC 96
-// loses 5-8 %).
+// Zen 3 (register-only FMA loop: 102 GFLOP/s), with a C++ driver around this file: kKC 512 /
+// kMC 96 with the support repacked per work item reached 69 GFLOP/s, this plan 85-89 (kKC
+// 128-512 x kMC 24-144 swept; kMC 96 loses 5-8 %). Packing is ~4 % of the call, so what is left
+// is in the tile loop. `python bench/ops.py` prints the figure through Python (84 at 1 thread).
 
 // Inverse norms from sums of squares, with the eps convention of the reference: 1 / (|x| + eps),
 // and for the support m / (|m| |s| + eps), which equals the masked column's factor
