@@ -85,7 +85,8 @@ def classify(model) -> dict[str, str]:
                             stack.extend(n.output)
     for sm in (n for n in nodes if n.op_type == "Softmax" and "CrossAttention" in n.name):
         after = _walk(sm.output, down, lambda n: False, True)
-        plan = [n for n in nodes if n.name in after and "CrossAttention" in n.name and n.name.endswith("MatMul_1")]
+        plan = [n for n in nodes
+                if n.name in after and "CrossAttention" in n.name and n.name.endswith("MatMul_1")]
         if plan:
             for nm in after & _walk(plan[0].input[:1], up, lambda n: False, False):
                 part.setdefault(nm, "sinkhorn")
@@ -111,7 +112,9 @@ def native_parts(feeds: dict):
 
     if not ops.has_native():
         raise SystemExit("profile_tlg_head: edgefss._C is not built (pip install -e . builds it)")
-    flat = lambda k: [feeds[n].reshape(1, feeds[n].shape[1], -1) for n in sorted(feeds) if n.startswith(k)]  # noqa: E731
+    def flat(prefix):
+        return [feeds[n].reshape(1, feeds[n].shape[1], -1) for n in sorted(feeds) if n.startswith(prefix)]
+
     q, s = flat("query_feat_"), flat("support_feat_")
     grid = int(round(np.sqrt(q[0].shape[-1])))
     cost = np.random.default_rng(1).random((2, grid, grid)).astype(np.float32)
@@ -123,7 +126,8 @@ def _summary(node_ms: list[dict], wall: list[float], ncorr: list[float], nsink: 
     med = {p: float(np.median([d[p] for d in node_ms])) for p in PARTS + ("all",)}
     nc, ns = float(np.median(ncorr)), float(np.median(nsink))
     split = med["all"] - med["hypercorr"] - med["sinkhorn"] + nc + ns
-    return {"wall_ms": float(np.median(wall)), "node_ms": med, "share": {p: med[p] / med["all"] for p in PARTS},
+    return {"wall_ms": float(np.median(wall)), "node_ms": med,
+            "share": {p: med[p] / med["all"] for p in PARTS},
             "native_hypercorr_ms": nc, "native_sinkhorn_ms": ns,
             "native_speedup": {"hypercorr": med["hypercorr"] / nc, "sinkhorn": med["sinkhorn"] / ns},
             "split_gain": med["all"] / split, "load": list(os.getloadavg())}
@@ -151,7 +155,8 @@ def profile_onnxruntime(head_path, feeds, threads, repeats, natives):
             fn()
             acc.append((time.perf_counter() - t) * 1e3)
     events = json.loads(Path(sess.end_profiling()).read_text())
-    bounds = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    bounds = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                    if e.get("cat") == "Session" and e["name"] == "model_run")
     per_run = [defaultdict(float) for _ in bounds]
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
@@ -206,7 +211,8 @@ def main(argv=None) -> int:
     bundle = Path(args.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     if manifest.get("model") != "tlg":
-        raise SystemExit(f"profile_tlg_head: {bundle} is a {manifest.get('model')!r} bundle; expected a TLG bundle")
+        raise SystemExit(f"profile_tlg_head: {bundle} is a {manifest.get('model')!r} bundle; "
+                         "expected a TLG bundle")
     feeds = head_feeds(manifest)
     natives = native_parts(feeds)
     profilers = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino}
@@ -218,8 +224,9 @@ def main(argv=None) -> int:
         nm = r["node_ms"]
         print(f"{eng}: head {nm['all']:.0f} ms (wall {r['wall_ms']:.0f}); "
               + ", ".join(f"{p} {nm[p]:.0f} ms ({100 * r['share'][p]:.1f} %)" for p in PARTS))
-        print(f"  native: hypercorr {r['native_hypercorr_ms']:.0f} ms ({r['native_speedup']['hypercorr']:.2f}x), "
-              f"sinkhorn {r['native_sinkhorn_ms']:.2f} ms ({r['native_speedup']['sinkhorn']:.1f}x); "
+        sp = r["native_speedup"]
+        print(f"  native: hypercorr {r['native_hypercorr_ms']:.0f} ms ({sp['hypercorr']:.2f}x), "
+              f"sinkhorn {r['native_sinkhorn_ms']:.2f} ms ({sp['sinkhorn']:.1f}x); "
               f"split gain {r['split_gain']:.2f}x; load {r['load'][0]:.1f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

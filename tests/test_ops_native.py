@@ -162,7 +162,8 @@ def test_correlation_matches_reference(heads, clamp_min, masked, dtype):
 
 def test_correlation_layer_list_of_different_shapes_one_call():
     rng = np.random.default_rng(4)
-    # TLG-like: channel counts above the kernel's 256-channel block and spatial sizes of 3 scales
+    # TLG-like: channel counts below the kernel's 512-channel pass (64, 300) and above it (520),
+    # spatial sizes of 3 scales
     shapes = [(64, 100), (300, 49), (520, 16)]
     qs = [rng.standard_normal((1, c, n)).astype(np.float32) for c, n in shapes]
     ss = [rng.standard_normal((1, c, n)).astype(np.float32) for c, n in shapes]
@@ -176,9 +177,10 @@ def test_correlation_layer_list_of_different_shapes_one_call():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_correlation_blocking_edges(dtype):
-    # per head: 600 channels = 2 full 256-channel passes + a partial one; Nq 77 = 2 work items of 36
-    # rows + 5 (a partial 6-row tile); Ns 150 spans two packing jobs of 128 columns and ends in a
-    # partial 16-column sliver; a mask and two problems x two heads address every packed block
+    # 1200 channels over 2 heads = 600 per head: a full 512-channel pass + a partial one; Nq 77 =
+    # 2 work items of 36 rows + 5 (a partial 6-row tile); Ns 150 spans two packing jobs of 128
+    # columns and ends in a partial 16-column sliver; a mask and two problems x two heads address
+    # every packed block
     rng = np.random.default_rng(6)
     q = rng.standard_normal((2, 1200, 77)).astype(dtype)
     s = rng.standard_normal((2, 1200, 150)).astype(dtype)
@@ -195,9 +197,11 @@ def test_roofline_driver_builds_and_matches_float64(tmp_path):
     # bench/native/corr_roofline.cpp: the kernel without Python, checked in C++ against float64 dots
     root = Path(__file__).resolve().parents[1]
     build = tmp_path / "build"
-    cfg = ["cmake", "-S", str(root), "-B", str(build), "-DEDGEFSS_NO_CUDA=ON", f"-DPython_EXECUTABLE={sys.executable}"]
+    cfg = ["cmake", "-S", str(root), "-B", str(build), "-DEDGEFSS_NO_CUDA=ON",
+           f"-DPython_EXECUTABLE={sys.executable}"]
     subprocess.run(cfg, check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "corr_roofline"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "corr_roofline"], check=True,
+                   capture_output=True)
     res = subprocess.run([str(build / "corr_roofline"), "64", "1"], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert res.returncode == 0, res.stdout + res.stderr

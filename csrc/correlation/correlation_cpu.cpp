@@ -16,16 +16,17 @@ namespace {
 constexpr int kMR = 6;        // query rows per register tile
 constexpr int kNR = 16;       // support columns per register tile (two AVX / four NEON vectors)
 constexpr int64_t kMC = 36;   // query rows per work item (a multiple of kMR)
-constexpr int64_t kKC = 256;  // channels per pass
-// Cache plan: the support is packed once per layer into kKC x kNR slivers (16 KiB: streamed into
-// L1, then reused by the kMC / kMR register tiles of a work item), a work item's kMC x C query
-// block (72 KiB at C = 512) stays in L2, and the 6x16 register tile takes 12 of the 16 AVX
+constexpr int64_t kKC = 512;  // channels per pass
+// Cache plan: the support is packed once per layer into kKC x kNR slivers (32 KiB, streamed
+// through L1 and reused by the kMC / kMR register tiles of a work item); a work item's kMC x C
+// query block (72 KiB at C = 512) stays in L2; the 6x16 register tile takes 12 of the 16 AVX
 // registers. Channel passes run innermost, so partial sums stay in a kMC x kNR scratch and each
-// output element is written to memory once. Measured on TLG's 13 layers at 400 px, 1 thread,
-// Zen 3 (register-only FMA loop: 102 GFLOP/s), with a C++ driver around this file: kKC 512 /
-// kMC 96 with the support repacked per work item reached 69 GFLOP/s, this plan 85-89 (kKC
-// 128-512 x kMC 24-144 swept; kMC 96 loses 5-8 %). Packing is ~4 % of the call, so what is left
-// is in the tile loop. `python bench/ops.py` prints the figure through Python (84 at 1 thread).
+// output element is written to memory once; the last pass prefetches its output lines for
+// writing while the tile computes. Measured with bench/native/corr_roofline.cpp (TLG's 13 layers
+// at 400 px, 1 thread, Zen 3, FMA peak 102 GFLOP/s): kKC 512 / kMC 96 with the support repacked
+// per work item and the output rewritten per pass: 69 GFLOP/s; this plan with kKC 256: 85-88;
+// kKC 512: 87-89; plus the output prefetch: 87-93, typically 91 (the CST shape: 12 % faster).
+// kMC 24-144 swept: 36-60 best. Packing is ~4 % of a call.
 
 // Inverse norms from sums of squares, with the eps convention of the reference: 1 / (|x| + eps),
 // and for the support m / (|m| |s| + eps), which equals the masked column's factor
@@ -91,8 +92,11 @@ inline void micro_tile(const T* a, const T* b, int64_t kc, int mr, int nr, const
 // float: the 12 accumulators are named vectors so they stay in registers (GCC spills the array
 // form), and a whole tile is stored with vector loads/stores. Not inlined: inside the panel
 // loops GCC hoisted epilogue values into vector registers and spilled an accumulator (-50 %).
-__attribute__((noinline)) void micro_tile(const float* a, const float* b, int64_t kc, int mr, int nr, const Dest<float>& d) {
+__attribute__((noinline)) void micro_tile(const float* a, const float* b, int64_t kc, int mr, int nr,
+                                          const Dest<float>& d) {
   v8f c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{}, c40{}, c41{}, c50{}, c51{};
+  if (d.last)  // the output rows' lines are not in cache: fetch them for writing during the loop
+    for (int i = 0; i < mr; ++i) __builtin_prefetch(d.out + i * d.ld, 1), __builtin_prefetch(d.out + i * d.ld + 15, 1);
   for (int64_t c = 0; c < kc; ++c, a += kMR, b += kNR) {
     const v8f b0 = v8_load(b), b1 = v8_load(b + 8);
     v8f ai = v8_set1(a[0]);

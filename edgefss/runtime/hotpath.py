@@ -42,8 +42,8 @@ AUTO = {
 }
 # median head milliseconds (graph; native incl. its correlation) of that idle run, and its load average
 AUTO_FIGURES = {
-    ("onnxruntime", "cpu"): {"graph_head_ms": 286, "native_head_ms": 346, "native_corr_ms": 135, "load1": 1.9},
-    ("openvino", "cpu"): {"graph_head_ms": 299, "native_head_ms": 361, "native_corr_ms": 94, "load1": 1.9},
+    ("onnxruntime", "cpu"): dict(graph_head_ms=286, native_head_ms=346, native_corr_ms=135, load1=1.9),
+    ("openvino", "cpu"): dict(graph_head_ms=299, native_head_ms=361, native_corr_ms=94, load1=1.9),
 }
 
 
