@@ -42,8 +42,8 @@ AUTO = {
 }
 # median head milliseconds (graph; native incl. its correlation) of that idle run, and its load average
 AUTO_FIGURES = {
-    ("onnxruntime", "cpu"): dict(graph_head_ms=286, native_head_ms=346, native_corr_ms=135, load1=1.9),
-    ("openvino", "cpu"): dict(graph_head_ms=299, native_head_ms=361, native_corr_ms=94, load1=1.9),
+    ("onnxruntime", "cpu"): dict(graph_head_ms=278, native_head_ms=324, native_corr_ms=112, load1=1.9),
+    ("openvino", "cpu"): dict(graph_head_ms=283, native_head_ms=346, native_corr_ms=85, load1=1.9),
 }
 
 
