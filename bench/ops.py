@@ -15,7 +15,8 @@ of the resident-set high-water mark over the resident set after the inputs exist
 "n/a" elsewhere). It includes the output, which every implementation must materialise; "extra"
 is peak minus the output's bytes (RSS accounting noise is about +-3 MB), "peak/t" and
 "extra/t" are the ratios to torch's.
---quick uses small shapes (CI smoke run, ~1 min on 2 cores).
+--quick uses small shapes (CI smoke run, ~1 min on 2 cores). With a CUDA build and a device,
+"cuda" rows time the CUDA kernels from host arrays (copies included; no peak-memory figure).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def describe(x):
 
 
 # ----------------------------------------------------------------------------- implementations
+def _cuda_device(native_mod) -> bool:
+    """True when edgefss._C has CUDA kernels and a device: then "cuda" rows are timed as well
+    (host arrays in and out, so the copies to and from the device are included)."""
+    return bool(native_mod is not None and native_mod.with_cuda() and native_mod.cuda_available())
+
+
 def sinkhorn_impls():
     """name -> callable(cost) for every implementation importable here."""
     from edgefss.ops import _native, reference
@@ -97,6 +104,8 @@ def sinkhorn_impls():
     impls = {}
     if _native.has_native():
         impls["native"] = lambda C: _native.sinkhorn_log(C, eps=0.5, n_iter=11)
+        if _cuda_device(_native.native_module()):
+            impls["cuda"] = lambda C: _native.sinkhorn_log(C, eps=0.5, n_iter=11, device="cuda")
     try:
         import torch
 
@@ -128,6 +137,8 @@ def correlation_impls(with_gemm: bool = False):
     impls = {}
     if _native.has_native():
         impls["native"] = lambda q, s, h, c: _native.cosine_correlation(q, s, h, c)
+        if _cuda_device(_native.native_module()):
+            impls["cuda"] = lambda q, s, h, c: _native.cosine_correlation(q, s, h, c, device="cuda")
     try:
         import torch
 
@@ -317,7 +328,8 @@ def main(argv=None):
             fns = {name: (lambda fn=fn: fn(q, s, h, c)) for name, fn in c_impls.items()}
             stats = H.time_interleaved(fns, warmup=1, repeat=repeats, budget_s=budget)
             for name, st in stats.items():
-                mem = None if (args.no_memory or name == "gemm") else measure_memory(kind, imgsz, name, args.threads)
+                skip_mem = args.no_memory or name in ("gemm", "cuda")  # host RSS says nothing of the GPU
+                mem = None if skip_mem else measure_memory(kind, imgsz, name, args.threads)
                 case_rows.append(dict(op=op, case=label, shape=describe(q), impl=name, median_ms=st["median"],
                                       gflops=correlation_gflop(q, s) / (st["median"] / 1e3),
                                       runs=st["n"], peak_mb=mem and mem["peak_mb"], out_mb=mem and mem["out_mb"]))
