@@ -279,3 +279,12 @@ def test_torch_tlg_external_query_pseudo_replaces_the_prior(davis_pair):
     assert not np.allclose(base.logits, ones.logits) or not np.allclose(base.logits, zeros.logits)
     with pytest.raises(InputError):
         p.predict(query, query_pseudo=[np.ones(hw, np.uint8)] * 2)  # one class in the support set
+
+
+def test_cli_eval_refuses_gt_query_pseudo_with_a_bundle(tmp_path, capsys):
+    # a bundle's Segmenter has no query pseudo-mask input: one clear error, before any loading
+    from edgefss.cli import main
+
+    rc = main(["eval", "--bundle", str(tmp_path / "b"), "--query-pseudo", "gt", "--data", str(tmp_path)])
+    assert rc != 0
+    assert "--query-pseudo gt" in capsys.readouterr().err

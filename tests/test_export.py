@@ -158,13 +158,12 @@ def test_tlg_bundle_runs_with_dynamic_support_batch(tlg_fp32):
     assert out_["query_prior"].shape == (B, 1, h, h)
 
 
-def test_tlg_head_profile_attributes_the_correlation_and_sinkhorn(tmp_path, tlg_fp32):
+def test_tlg_head_profile_attributes_the_correlation_and_sinkhorn(tmp_path, tlg_fp32, monkeypatch):
     # bench/profile_tlg_head.py: the figures behind keeping TLG's correlation inside `head`
-    import sys
     from collections import Counter
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     import profile_tlg_head as P
 
     out, _ = tlg_fp32

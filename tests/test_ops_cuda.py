@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefss import ops
 from edgefss.ops import _native, reference
 
 
 def _cuda_ready() -> bool:
-    mod = _native.native_module() if ops.has_native() else None
+    mod = _native.native_module()
     return bool(mod is not None and mod.with_cuda() and mod.cuda_available())
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from edgefss.errors import InputError
+
 
 def add_arguments(p) -> None:
     src = p.add_argument_group("what to evaluate (one of)")
@@ -54,6 +56,11 @@ def run(args) -> int:
     from edgefss.eval.episodes import EpisodeSampler, auto_episodes
     from edgefss.eval.predictors import load_predictor
     from edgefss.eval.runner import compare, evaluate
+
+    if args.query_pseudo == "gt" and args.bundle:
+        # Segmenter.predict has no query pseudo-mask input: only the PyTorch TLG predictor takes one
+        raise InputError("--query-pseudo gt: needs --model tlg (PyTorch); a --bundle has no query "
+                         "pseudo-mask input")
 
     ds = load_dataset(args.data, args.dataset, fold=args.fold, splits=args.splits)
     protocol = args.protocol if args.protocol != "auto" else ("fss" if args.way == 1 else "fscs")

@@ -142,7 +142,8 @@ class TorchPredictor:
             if query_pseudo is not None:
                 external = np.empty((sum(len(g) for g in s["groups"]), self.grid, self.grid), np.float32)
                 for c, shots in enumerate(s["groups"]):
-                    external[shots] = mask_to_grid(np.asarray(query_pseudo[c], np.uint8), self.cfg.imgsz, self.grid)
+                    external[shots] = mask_to_grid(np.asarray(query_pseudo[c], np.float32), self.cfg.imgsz,
+                                                  self.grid)
             seg, cls = self._head(qf, s, refine=external)
             for _ in range(refine_steps):
                 p = resize_prob(post.fg_probability(seg, s["groups"], seg.shape[-2:]), (self.grid, self.grid))

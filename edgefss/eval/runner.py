@@ -112,11 +112,11 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
         masks = [ds.load_support_mask(s) for s in flat] if sup == "mask" else None
         query = ds.load_image(ep.query)
         gt, ignore, gt_present = episode_gt(ds, ep)
+        # set_support keeps the episode's class order, so class i is label i + 1 of gt
+        ext = [(gt == i + 1).astype(np.uint8) for i in range(len(ep.classes))] if query_pseudo == "gt" else None
         t = time.perf_counter()
         predictor.set_support(images, names, masks)
-        if query_pseudo == "gt":
-            order = list(dict.fromkeys(names))  # the predictor's class order (set_support's)
-            ext = [(gt == ep.classes.index(c) + 1).astype(np.uint8) for c in order]
+        if ext is not None:
             pred = predictor.predict(query, refine_steps=refine_steps, query_pseudo=ext)
         else:
             pred = predictor.predict(query, refine_steps=refine_steps)
