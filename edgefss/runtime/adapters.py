@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefss.errors import BundleError
+from edgefss.errors import BundleError, require
 
 
 class Adapter:
@@ -60,8 +60,13 @@ class Adapter:
         """Raise InputError for class names the bundle cannot segment (default: all accepted)."""
 
     def support_entry(self, enc: dict, mask: np.ndarray | None, class_name: str) -> dict:
-        """Encoder outputs of one support image (+ optional (grid, grid) float32 mask in [0,1])
-        -> head inputs of that image without the batch axis."""
+        """Encoder outputs of one support image -> head inputs of that image without the batch axis.
+
+        Args:
+            mask: None (the model's pseudo-mask), or the caller's mask as (S, S) float32 {0, 1},
+                nearest-resized like its image to the network size; the adapter brings it to
+                whatever resolution its head takes, as the official model does.
+        """
         raise NotImplementedError
 
     def query_entry(self, enc: dict) -> dict:
@@ -89,6 +94,19 @@ class Adapter:
     def split_outputs(self, out: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """Head outputs -> (query seg logits (B, 2, S/4, S/4) float32, cls logits (B, 2) or None)."""
         raise NotImplementedError
+
+
+def mask_to_grid(mask: np.ndarray, imgsz: int, grid: int) -> np.ndarray:
+    """(H, W) {0,1} mask -> (grid, grid) float32 coverage in [0, 1].
+
+    The mask is first resized like its image (nearest, to imgsz x imgsz, as the training loaders do),
+    then area-averaged to the feature grid, so each cell holds the fraction of it the object covers.
+    """
+    from edgefss.transforms import resize_mask
+
+    cv2 = require("cv2", "support mask resizing")
+    m = resize_mask(np.asarray(mask), (imgsz, imgsz)).astype(np.float32)
+    return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
 
 
 def stack_entries(entries: list[dict]) -> dict:

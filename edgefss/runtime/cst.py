@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from edgefss.runtime.adapters import Adapter
+from edgefss.runtime.adapters import Adapter, mask_to_grid
 
 # = edgefss.models.dino_vit.HEADS and edgefss.models.cst.CORR_EPS (tests/test_runtime_ops_path.py
 # checks both): the runtime cannot import the torch-side modules.
@@ -79,7 +79,7 @@ class CSTAdapter(Adapter):
             mask = enc["pseudo_prob"][0] > self.pseudo_threshold
         else:
             # the head masks image-token keys where the mask is 0; a cell counts when mostly covered
-            mask = mask >= 0.5
+            mask = mask_to_grid(mask, self.S, self.grid) >= 0.5
         return {"support_feats": enc["support_feats"][0], "support_mask": mask.astype(np.float32)}
 
     def query_entry(self, enc: dict) -> dict:

@@ -27,7 +27,7 @@ from edgefss.config import PreprocessCfg
 from edgefss.errors import BundleError, InputError, StateError, require
 from edgefss.runtime import hotpath
 from edgefss.runtime import postprocess as post
-from edgefss.runtime.adapters import Adapter, stack_entries
+from edgefss.runtime.adapters import Adapter, mask_to_grid, stack_entries  # noqa: F401 (re-export)
 from edgefss.runtime.refine import refine_support_masks
 from edgefss.runtime.session import Backend, open_backend
 from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask, resize_prob
@@ -101,17 +101,6 @@ def _adapter_for(manifest: dict, bundle_dir) -> Adapter:
 
         return TLGAdapter(manifest, bundle_dir)
     raise BundleError(f"bundle: '{bundle_dir}' has model {model!r}; this runtime runs 'cst' and 'tlg'")
-
-
-def mask_to_grid(mask: np.ndarray, imgsz: int, grid: int) -> np.ndarray:
-    """(H, W) {0,1} mask -> (grid, grid) float32 coverage in [0, 1].
-
-    The mask is first resized like its image (nearest, to imgsz x imgsz, as the training loaders do),
-    then area-averaged to the feature grid, so each cell holds the fraction of it the object covers.
-    """
-    cv2 = require("cv2", "support mask resizing")
-    m = resize_mask(mask, (imgsz, imgsz)).astype(np.float32)
-    return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
 
 
 class Segmenter:
@@ -216,7 +205,7 @@ class Segmenter:
         mutual = self.adapter.refine_mode == "mutual"
         for i, (img, name, m) in enumerate(zip(images, class_names, masks)):
             rgb = load_image(img, f"images[{i}]")
-            grid_mask = None
+            full_mask = None
             if m is not None:
                 mk = load_mask(m, f"masks[{i}]")
                 if mk.shape != rgb.shape[:2]:
@@ -229,13 +218,14 @@ class Segmenter:
                         f"masks[{i}]: the mask is empty (no foreground pixel); "
                         "pass None to use the pseudo-mask"
                     )
-                grid_mask = mask_to_grid(mk, self.cfg.imgsz, self.adapter.grid)
+                # at network size, resized like its image; each adapter grids it as its model does
+                full_mask = resize_mask(mk, (self.cfg.imgsz, self.cfg.imgsz)).astype(np.float32)
             small = resize_image(rgb, self.cfg.imgsz)
             if mutual:
                 # refinement re-encodes supports for its reverse episodes: keep the network-size copy
                 resized[i] = small
             enc = self._encode(small)  # resize_image is the identity on an S x S image
-            entries[i] = self.adapter.support_entry(enc, grid_mask, name)
+            entries[i] = self.adapter.support_entry(enc, full_mask, name)
 
         # class-major order so each class's shots are contiguous in the head batch
         order = [i for c in classes for i, n in enumerate(class_names) if n == c]

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 from edgefss.errors import BundleError
-from edgefss.runtime.adapters import Adapter
+from edgefss.runtime.adapters import Adapter, mask_to_grid
 
 _FEAT = re.compile(r"^feat_(\d{2})$")
 
@@ -67,7 +67,7 @@ class TLGAdapter(Adapter):
                 "on-device prior (models-spec §1), so the mask does not change Prediction.mask",
                 stacklevel=3,
             )
-        pseudo = np.zeros((g, g), np.float32) if mask is None else mask.astype(np.float32)
+        pseudo = np.zeros((g, g), np.float32) if mask is None else mask_to_grid(mask, self.S, g)
         e["support_pseudo"] = pseudo[None]
         return e
 
