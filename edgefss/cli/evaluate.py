@@ -55,7 +55,7 @@ def run(args) -> int:
     from edgefss.eval.datasets import load_dataset
     from edgefss.eval.episodes import EpisodeSampler, auto_episodes
     from edgefss.eval.predictors import load_predictor
-    from edgefss.eval.runner import compare, evaluate
+    from edgefss.eval.runner import compare, evaluate, unsampled_note
 
     if args.query_pseudo == "gt" and args.bundle:
         # Segmenter.predict has no query pseudo-mask input: only the PyTorch TLG predictor takes one
@@ -79,9 +79,8 @@ def run(args) -> int:
           + (f", query pseudo-mask {args.query_pseudo}" if args.query_pseudo != "prior" else ""))
     print(f"[eval] mIoU {res['miou']:.2f}  FB-IoU {res['fbiou']:.2f}  ER {res['er']:.2f}  "
           f"({res['predict_ms_mean']:.1f} ms/episode)")
-    if res["unsampled_classes"]:
-        print(f"[eval] note: {len(res['unsampled_classes'])} classes never sampled (count 0 in mIoU, as HSNet): "
-              f"{res['unsampled_classes'][:5]}")
+    if unsampled_note(res):
+        print(f"[eval] {unsampled_note(res)}")
     if args.compare:
         with open(args.compare) as f:
             other = json.load(f)

@@ -145,11 +145,12 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
             it.set_postfix(mIoU=f"{seg.miou():.1f}", ER=f"{er.ratio():.1f}")
     res = {
         "dataset": ds.name, "data": ds.root, "classes": ds.classes, "way": sampler.way, "shot": sampler.shot,
-        "protocol": sampler.protocol, "seed": sampler.seed, "episodes": episodes, "sup": sup,
+        "protocol": sampler.protocol, "query_order": sampler.order, "seed": sampler.seed, "episodes": episodes,
+        "sup": sup,
         "refine_steps": refine_steps, "query_pseudo": query_pseudo,
         "miou": seg.miou(), "fbiou": seg.fbiou(), "er": er.ratio(),
         "class_iou": {c: float(v * 100) for c, v in zip(ds.classes, seg.class_iou())},
-        "unsampled_classes": seg.unsampled(),
+        "unsampled_classes": seg.unsampled(), "never_query_classes": sampler.never_queried(),
         "seconds": time.perf_counter() - t0, "predict_ms_mean": 1e3 * t_pred / episodes,
         **(meta or {}),
     }
@@ -159,6 +160,20 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
         write_json(out / "eval.json", {**res, "per_episode": records})
     res["per_episode"] = records
     return res
+
+
+def unsampled_note(res: dict) -> str | None:
+    """One line naming every evaluated class that no episode scored (None when all were).
+
+    They count 0 in mIoU (as HSNet), so the line lists them all, with the reason when a class
+    has too few images to ever be a query."""
+    missing = res.get("unsampled_classes") or []
+    if not missing:
+        return None
+    never = set(res.get("never_query_classes") or [])
+    names = ", ".join(f"{c} (too few images to be a query)" if c in never else c for c in missing)
+    return (f"WARNING: {len(missing)} of {len(res['classes'])} classes never sampled in {res['episodes']} episodes "
+            f"(order {res.get('query_order', '?')}, seed {res['seed']}; they count 0 in mIoU, as HSNet): {names}")
 
 
 def _save_worst(ds: FewShotDataset, worst, folder: Path) -> list[Path]:
@@ -171,7 +186,8 @@ def _save_worst(ds: FewShotDataset, worst, folder: Path) -> list[Path]:
                  for c, shots in zip(ep.classes, ep.supports) for s in shots]
         titles = [f"support {c}" for c, shots in zip(ep.classes, ep.supports) for _ in shots]
         tiles += [overlay(q, gt, ep.classes), overlay(q, labels, ep.classes)]
-        titles += ["query GT", f"pred IoU {-neg * 100:.1f}"]
+        # score is a fraction; the label says percent so "IoU 0.5 %" cannot be read as 0.5
+        titles += ["query GT", f"pred IoU {-neg * 100:.1f} %"]
         paths.append(save_png(folder / f"ep{idx:05d}.png", panel(tiles, titles)))
     return paths
 
