@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# CST pseudo-mask (models-spec §3.3): ((mean-over-heads key/CLS-query cosine, bilinearly upsampled
+# to the input size) + 1) / 2 > this. The one definition: model, training, manifest and runtime use it.
+CST_PSEUDO_THRESHOLD = 0.4
 
 
 @dataclass(frozen=True)
