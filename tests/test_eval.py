@@ -169,28 +169,38 @@ def test_auto_episode_count_is_small_for_tiny_sets(shared_data):
     assert auto_episodes(load_dataset(shared_data / "davis2016_val_subset")) == 1000
 
 
+def _net_input(img, S):
+    import torch
+
+    from edgefss.config import PreprocessCfg
+    from edgefss.transforms import normalize, resize_image
+
+    return torch.from_numpy(normalize(resize_image(img, S), PreprocessCfg(imgsz=S)))
+
+
 def test_torch_cst_predictor_matches_model_reference(davis_pair):
-    """TorchPredictor (runtime post-processing) vs models.cst.predict_nway_kshot (torch reference)."""
+    """The PyTorch predictor (runtime Segmenter over the torch backend) vs
+    models.cst.predict_nway_kshot (torch reference)."""
     torch = pytest.importorskip("torch")
     import warnings
 
-    from edgefss.eval.predictors import TorchPredictor
+    from edgefss.eval.predictors import load_predictor
     from edgefss.models.cst import predict_nway_kshot
     from edgefss.transforms import load_image, load_mask
 
+    S = 96
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = TorchPredictor("cst", imgsz=96)
+        p, meta = load_predictor("cst", imgsz=S)
+    assert meta["backend"] == "torch" and meta["random_init"] is True
     s_img, s_mask, q_img, _, cls = davis_pair
     sup, q = load_image(s_img), load_image(q_img)[::4, ::4].copy()  # small query: cheap full-size maps
+    x = lambda im: _net_input(im, S)  # noqa: E731
     for masks in (None, [load_mask(s_mask)]):
         p.set_support([sup], [cls], masks)
         got = p.predict(q)
-        x = lambda im: p._tensor(im)  # noqa: E731
-        ref_masks = None
-        if masks is not None:
-            g = (p._support["grids"] >= 0.5).float()
-            ref_masks = g.reshape(1, 1, *g.shape[-2:])
+        g = torch.from_numpy(got.support_masks)  # the masks the runtime fed the head (gridded / pseudo)
+        ref_masks = g.reshape(1, 1, *g.shape[-2:])
         ref = predict_nway_kshot(p.model, x(q), x(sup)[None], ref_masks, out_size=q.shape[:2])
         assert got.classes == [cls]
         np.testing.assert_allclose(got.probs, ref["probs"].numpy(), atol=1e-5)
@@ -198,10 +208,37 @@ def test_torch_cst_predictor_matches_model_reference(davis_pair):
         # convention (runtime: OpenCV half-pixel bilinear; reference: align_corners=True).
         with torch.no_grad():
             qf, sf = p.model.encode(x(q)), p.model.encode(x(sup))
-            m = (sf["pseudo_prob"] > 0.4).float() if masks is None else ref_masks[0]
-            head = p.model.head(qf["query_feats"], sf["support_feats"], m)
+            if masks is None:  # the model's own pseudo-mask rule (float ties at the threshold aside)
+                own = p.model.support_pseudo_mask(sf).numpy()
+                assert own.shape == got.support_masks.shape and (own != got.support_masks).mean() < 0.01
+            head = p.model.head(qf["query_feats"], sf["support_feats"], ref_masks[0])
         np.testing.assert_allclose(got.logits, head["seg_logits"].numpy(), atol=1e-5)
         np.testing.assert_allclose(got.fg_prob, ref["fg_prob"].numpy(), atol=2e-2)
+
+
+def test_torch_cst_predictor_refines_pseudo_masks_and_keeps_given_ones(davis_pair):
+    """CST refinement (IMR-style, runtime/refine.py) runs for the PyTorch model too: the last pass
+    uses the refined support masks, and a mask the caller gave stays as given."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    from edgefss.models.torch_segmenter import torch_segmenter
+    from edgefss.transforms import load_image, load_mask
+
+    S = 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = torch_segmenter("cst", imgsz=S)
+    s_img, s_mask, q_img, _, _ = davis_pair
+    q = load_image(q_img)[::8, ::8].copy()
+    p.set_support([s_img, q_img], ["dog", "cat"], masks=[load_mask(s_mask), None])
+    base, ref = p.predict(q), p.predict(q, refine_steps=1)
+    np.testing.assert_array_equal(ref.support_masks[0], base.support_masks[0])  # given: kept
+    with torch.no_grad():
+        qf = p.model.encode(_net_input(q, S))
+        sf = p.model.encode(torch.cat([_net_input(load_image(s_img), S), _net_input(load_image(q_img), S)]))
+        head = p.model.head(qf["query_feats"], sf["support_feats"], torch.from_numpy(ref.support_masks))
+    np.testing.assert_allclose(ref.logits, head["seg_logits"].numpy(), atol=1e-5)
 
 
 def test_cli_eval_torch_tlg_writes_report(tmp_path, shared_data, capsys):
@@ -262,21 +299,26 @@ def test_gt_query_pseudo_masks_reach_the_predictor_in_its_class_order(shared_dat
         evaluate(EchoPseudoPredictor(), ds, s, 1, progress=False, query_pseudo="clip")
 
 
-def test_torch_tlg_external_query_pseudo_replaces_the_prior(davis_pair):
-    pytest.importorskip("torch")
-    from edgefss.eval.predictors import TorchPredictor
-
+def test_torch_tlg_external_query_pseudo_replaces_the_prior(davis_pair, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from edgefss.models.torch_segmenter import torch_segmenter
     from edgefss.transforms import load_image
 
     support, query = davis_pair[0], davis_pair[2]
     hw = load_image(query).shape[:2]
-    p = TorchPredictor("tlg", imgsz=64)
+    p = torch_segmenter("tlg", imgsz=64)
     p.set_support([support], ["dog"])
-    base = p.predict(query)
     ones = p.predict(query, query_pseudo=[np.ones(hw, np.uint8)])
     zeros = p.predict(query, query_pseudo=[np.zeros(hw, np.uint8)])
     assert not np.allclose(ones.logits, zeros.logits)
-    assert not np.allclose(base.logits, ones.logits) or not np.allclose(base.logits, zeros.logits)
+    # with the on-device query prior forced to all ones, the prior path must give exactly what the
+    # external all-ones mask gives: the external mask takes the prior's place, nothing else changes
+    real_prior = p.model.prior
+    monkeypatch.setattr(p.model, "prior", lambda qf, sf: (torch.ones_like(real_prior(qf, sf)[0]),
+                                                          real_prior(qf, sf)[1]))
+    prior_ones = p.predict(query)
+    np.testing.assert_allclose(prior_ones.logits, ones.logits, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(prior_ones.logits, zeros.logits)
     with pytest.raises(InputError):
         p.predict(query, query_pseudo=[np.ones(hw, np.uint8)] * 2)  # one class in the support set
 

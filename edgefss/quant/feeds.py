@@ -1,28 +1,45 @@
-"""Encoder outputs + masks -> head-graph inputs (torch-free).
+"""Encoder outputs + masks -> head-graph inputs, through the runtime's model adapters (torch-free).
 
-One implementation used by export verification (PyTorch vs backend on the same feeds),
-INT8 calibration and the accuracy gate, so all three exercise the head exactly as the
-runtime will. Graph I/O names follow docs/design.md "Graph I/O names".
+One implementation used by export verification (PyTorch vs backend on the same feeds), INT8
+calibration and the accuracy gate. The head inputs come from the same adapter calls the runtime's
+Segmenter makes (`support_entry`, `query_entry`, `head_extras`, runtime/adapters.py), so support
+masks are gridded, pseudo-masks thresholded and text rows looked up exactly as on the device.
+Graph I/O names follow docs/design.md "Graph I/O names".
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from edgefss.config import PreprocessCfg
+from edgefss.config import CST_PSEUDO_THRESHOLD, PreprocessCfg
 from edgefss.errors import InputError
+from edgefss.runtime.adapters import mask_to_grid, stack_entries
 from edgefss.transforms import load_mask, preprocess, resize_mask
 
-# Which head output is the query segmentation (B,2,S/4,S/4) for each model.
-MASK_OUTPUT = {"tlg": "query_logits", "cst": "seg_logits"}
-# CST's weak-supervision threshold on pseudo_prob (design.md "CST").
-CST_PSEUDO_THRESHOLD = 0.4
+KINDS = ("cst", "tlg")
+_CST_ENCODER_OUTPUTS = ("query_feats", "support_feats", "pseudo_prob")
+_HEAD_OUTPUTS = {"cst": ("cls_logits", "seg_logits"), "tlg": ("query_logits", "support_logits", "query_prior")}
+
+
+def _manifest(kind: str, pre: PreprocessCfg, head_inputs: list) -> dict:
+    """The manifest fields an adapter reads, from the head's input names (design.md naming:
+    TLG head input `query_feat_XX` is encoder output `feat_XX`)."""
+    if kind == "tlg":
+        enc_out = [n[len("query_"):] for n in head_inputs if n.startswith("query_feat_")]
+    else:
+        enc_out = list(_CST_ENCODER_OUTPUTS)
+    return {"model": kind, "preprocess": pre.to_dict(),
+            "graphs": {"encoder": {"outputs": {n: {} for n in enc_out}},
+                       "head": {"inputs": {n: {} for n in head_inputs},
+                                "outputs": {n: {} for n in _HEAD_OUTPUTS[kind]}}},
+            "pseudo_mask": {"threshold": CST_PSEUDO_THRESHOLD if kind == "cst" else None}}
 
 
 class FeedBuilder:
-    """Builds graph inputs for model `kind` ('tlg' | 'cst').
+    """Builds graph inputs for model `kind` ('tlg' | 'cst') with its runtime adapter.
 
     Args:
         kind: model name.
@@ -32,64 +49,62 @@ class FeedBuilder:
     """
 
     def __init__(self, kind: str, pre: PreprocessCfg, head_inputs, text_table=None):
-        if kind not in MASK_OUTPUT:
-            raise InputError(f"model kind {kind!r}; expected one of {sorted(MASK_OUTPUT)}")
+        if kind not in KINDS:
+            raise InputError(f"model kind {kind!r}; expected one of {list(KINDS)}")
         if kind == "tlg" and text_table is None:
             raise InputError("TLG feeds need a text table (edgefss.text.table.build_text_table)")
         self.kind, self.pre, self.head_inputs, self.text = kind, pre, list(head_inputs), text_table
-        self.grid = pre.imgsz // 8
+        manifest = _manifest(kind, pre, self.head_inputs)
+        if kind == "cst":
+            from edgefss.runtime.cst import CSTAdapter
+
+            self.adapter = CSTAdapter(manifest, None)
+        else:
+            from edgefss.runtime.tlg import TLGAdapter
+
+            self.adapter = TLGAdapter(manifest, None, text=text_table)
+        self.grid = self.adapter.grid
 
     def image(self, path) -> np.ndarray:
         """(1,3,S,S) float32 via edgefss.transforms.preprocess (the only preprocessing)."""
         return preprocess(path, self.pre, name=str(path))
 
-    def small_mask(self, path) -> np.ndarray | None:
-        """Mask file -> (h,h) float32 {0,1} at the feature grid h = S/8, or None."""
+    def network_mask(self, path) -> np.ndarray | None:
+        """Mask file -> (S,S) float32 {0,1}, resized like its image (as Segmenter.set_support
+        hands masks to the adapter), or None without a file."""
         if path is None:
             return None
         m = load_mask(Path(path), name=str(path))
-        return resize_mask(m, (self.grid, self.grid)).astype(np.float32)
-
-    def _text_rows(self, cls: str, B: int) -> list[np.ndarray]:
-        rows = self.text.lookup_many([cls] * B)  # TextTable canonicalises the spelling
-        return [np.asarray(rows[k], np.float32) for k in ("support", "query_fg", "query_bg")]
+        S = self.pre.imgsz
+        return resize_mask(m, (S, S)).astype(np.float32)
 
     def head_feeds(self, enc_q: dict, enc_s: list, s_masks: list, cls: str,
                    q_mask: np.ndarray | None = None, use_given: bool = True) -> dict:
-        """Head inputs for one episode.
+        """Head inputs for one episode, built as the runtime builds them.
 
         Args:
             enc_q: encoder outputs of the query {name: (1,...)}.
             enc_s: list of K encoder output dicts of the supports.
-            s_masks: list of K (h,h) float32 masks or None (None: the model's own pseudo-mask).
-            cls: class name (TLG text row). q_mask: TLG external query pseudo-mask or None.
-            use_given: TLG: feed the external masks (pseudo_given=1) when all are present.
+            s_masks: list of K (S,S) float32 {0,1} masks (network_mask) or None (None: the
+                model's own pseudo-mask).
+            cls: class name (TLG text row).
+            q_mask: TLG external query pseudo-mask (S,S) float32 or None.
+            use_given: TLG: feed q_mask as the query pseudo-mask (pseudo_given=1) when present;
+                otherwise the head uses its on-device prior (pseudo_given=0).
         Returns:
             {input name: float32 array} in `head_inputs` order.
         """
-        B = len(enc_s)
-        if self.kind == "cst":
-            masks = [m if m is not None else (e["pseudo_prob"][0] > CST_PSEUDO_THRESHOLD).astype(np.float32)
-                     for m, e in zip(s_masks, enc_s)]
-            feeds = {
-                "query_feats": enc_q["query_feats"],
-                "support_feats": np.concatenate([e["support_feats"] for e in enc_s], 0),
-                "support_mask": np.stack(masks, 0).astype(np.float32),
-            }
-        else:
-            given = use_given and q_mask is not None and all(m is not None for m in s_masks)
-            h = self.grid
-            zero = np.zeros((h, h), np.float32)
-            s_ext = np.stack([m if m is not None else zero for m in s_masks], 0)[:, None]
-            q_ext = np.repeat((q_mask if q_mask is not None else zero)[None, None], B, 0)
-            t_s, t_fg, t_bg = self._text_rows(cls, B)
-            feeds = {"text_support": t_s, "text_query_fg": t_fg, "text_query_bg": t_bg,
-                     "query_pseudo": q_ext.astype(np.float32), "support_pseudo": s_ext.astype(np.float32),
-                     "pseudo_given": np.full((B, 1, 1, 1), 1.0 if given else 0.0, np.float32)}
-            for name, v in enc_q.items():
-                feeds["query_" + name] = v
-            for name in enc_q:
-                feeds["support_" + name] = np.concatenate([e[name] for e in enc_s], 0)
+        with warnings.catch_warnings():
+            # TLG says a support mask does not change the query prediction; true, and known here
+            warnings.filterwarnings("ignore", message="TLG: a support mask")
+            entries = [self.adapter.support_entry(e, m, cls) for e, m in zip(enc_s, s_masks)]
+        B = len(entries)
+        refine = None
+        if self.kind == "tlg" and use_given and q_mask is not None:
+            g = mask_to_grid(np.asarray(q_mask, np.float32), self.pre.imgsz, self.grid)
+            refine = np.repeat(g[None], B, 0)
+        feeds = {**self.adapter.query_entry(enc_q), **stack_entries(entries),
+                 **self.adapter.head_extras(B, refine)}
         missing = [n for n in self.head_inputs if n not in feeds]
         if missing:
             raise InputError(f"head inputs {missing} cannot be built for model {self.kind!r}")
@@ -97,5 +112,5 @@ class FeedBuilder:
 
     def query_mask(self, head_out: dict) -> np.ndarray:
         """(B,h4,w4) bool foreground from the head's query logits (argmax over 2 classes)."""
-        lg = head_out[MASK_OUTPUT[self.kind]]
+        lg = self.adapter.split_outputs(head_out)[0]
         return lg[:, 1] > lg[:, 0]

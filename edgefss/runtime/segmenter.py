@@ -54,7 +54,8 @@ class Prediction:
         timings: milliseconds: encode, head, post, total; with ops_path "native"/"reference" also
             corr (the correlation part of head).
         ops_path: "graph", "native" or "reference": how the head's correlation ran.
-        support_masks: CST: (N*K, S/8, S/8) float32 {0,1} support masks of the last query pass,
+        support_masks: CST: (N*K, S, S) float32 {0,1} support masks of the last query pass at the
+            network input size (the official CST support-mask resolution),
             row i for set_support's images[i] (refine_steps > 0 may have refined them). TLG: None
             (its query prediction uses no support mask).
     """
@@ -276,7 +277,7 @@ class Segmenter:
         cls = None if cls[0] is None else np.concatenate(cls).astype(np.float32)
         return seg, cls
 
-    def predict(self, query, refine_steps: int = 0) -> Prediction:
+    def predict(self, query, refine_steps: int = 0, query_pseudo=None) -> Prediction:
         """Segment one query image with the cached support set.
 
         Args:
@@ -286,6 +287,10 @@ class Segmenter:
                 probability back as the head's query pseudo-mask. CST: each step refines the
                 support pseudo-masks with reverse episodes and predicts the query again
                 (runtime/refine.py; masks given to set_support stay as given).
+            query_pseudo: refine_mode "query" models (TLG) only: None (the on-device prior) or one
+                external query pseudo-mask per support class, in `classes` order, each (H, W) at
+                the query's size, {0,1} or soft [0,1] (the slot of the paper's offline CLIP
+                Grad-CAM masks); the first pass uses them instead of the prior.
 
         Returns:
             Prediction (see its docstring).
@@ -304,14 +309,20 @@ class Segmenter:
             )
         if refine_steps and not self.adapter.supports_refine:
             raise InputError(f"refine_steps: {self.adapter.model} bundles cannot refine; use 0")
+        if query_pseudo is not None and self.adapter.refine_mode != "query":
+            raise InputError(f"query_pseudo: {self.adapter.model} has no query pseudo-mask input (TLG only)")
+        if query_pseudo is not None and len(query_pseudo) != len(support.classes):
+            raise InputError(f"query_pseudo: {len(query_pseudo)} masks for {len(support.classes)} support "
+                             "classes; expected one per class, in set_support's class order")
         t0 = time.perf_counter()
         rgb = load_image(query, "query")
         H, W = rgb.shape[:2]
+        first = None if query_pseudo is None else self._external_query_pseudo(query_pseudo, support, (H, W))
         q_enc = self._encode(rgb)
         q = self.adapter.query_entry(q_enc)
         t1 = time.perf_counter()
         extra_ms: dict = {}
-        seg, cls = self._head(q, support, timings=extra_ms)
+        seg, cls = self._head(q, support, refine=first, timings=extra_ms)
         masks = support.support_masks()
         for _ in range(refine_steps):
             if self.adapter.refine_mode == "query":
@@ -343,12 +354,12 @@ class Segmenter:
         )
 
     def _mutual_masks(self, seg, q_enc: dict, support: _Support, timings: dict) -> np.ndarray:
-        """One mutual-refinement step (runtime/refine.py) -> (B, grid, grid) support masks."""
+        """One mutual-refinement step (runtime/refine.py) -> (B, S, S) support masks."""
         def reverse_head(feeds):
             return self.adapter.split_outputs(self.adapter.run_head(self.backend, feeds, timings))[0]
 
         return refine_support_masks(
-            seg, list(support.groups), support.support_masks(), support.given, self.adapter.grid,
+            seg, list(support.groups), support.support_masks(), support.given, self.adapter.S,
             q_enc["support_feats"], lambda j: self._support_query_feats(support, j), reverse_head,
         )
 
@@ -360,6 +371,18 @@ class Segmenter:
             qf = self._encode(support.images[j])["query_feats"].astype(np.float16)
             support.query_feats[j] = qf
         return qf.astype(np.float32)
+
+    def _external_query_pseudo(self, masks, support: _Support, hw: tuple) -> np.ndarray:
+        """One (H, W) query pseudo-mask per class -> (B, grid, grid) float32 head input (each shot
+        gets its class's mask, resized like the query image, then area-averaged to the grid)."""
+        g = self.adapter.grid
+        out = np.empty((sum(len(s) for s in support.groups), g, g), np.float32)
+        for c, shots in enumerate(support.groups):
+            m = np.asarray(masks[c], np.float32)
+            if m.shape != hw:
+                raise InputError(f"query_pseudo[{c}]: shape {m.shape}; expected the query's (H, W) {hw}")
+            out[list(shots)] = mask_to_grid(m, self.cfg.imgsz, g)
+        return out
 
     def _refine_input(self, seg: np.ndarray, support: _Support) -> np.ndarray:
         """Previous head logits (B, 2, h, w) -> (B, grid, grid) float32: each shot gets its class's

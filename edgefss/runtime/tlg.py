@@ -2,14 +2,19 @@
 
 Support entry: `support_feat_XX` (C_l, H_l, W_l) for every encoder level, the class's text rows
 `text_support`, `text_query_fg`, `text_query_bg` (512,) from the bundle's text_table.npz, and
-`support_pseudo` (1, S/8, S/8) (the given mask or zeros). The first pass runs with
+`support_pseudo` (1, S, S) (the given mask or zeros). The first pass runs with
 `pseudo_given = 0`, so the head uses its on-device prior for both pseudo-masks.
+
+Pseudo-masks are head inputs at the network resolution S x S (`self.grid` = S for TLG), as the
+released forward takes them; the head resamples them to S/4 the released way (bilinear,
+align_corners=True). A caller's support mask therefore enters as given ((S, S) {0,1}, resized
+like its image), with no gridding here.
 
 The query prediction of TLG depends only on the query pseudo-mask (models-spec §1, "Consequence"):
 a support mask given by the caller enters only the support branch, whose output the runtime does
 not use. Refinement (predict(refine_steps=k), IMR-style) therefore refines the query side: it
-feeds the previous step's query fg probability back as `query_pseudo` with `pseudo_given = 1`
-(refine_mode "query"; CST instead refines its support masks, runtime/refine.py).
+feeds the previous step's query fg probability, at S x S, back as `query_pseudo` with
+`pseudo_given = 1` (refine_mode "query"; CST instead refines its support masks, runtime/refine.py).
 
 Presence: TLG has no classification output; see postprocess.PRESENCE_MIN_AREA.
 """
@@ -21,8 +26,8 @@ import warnings
 
 import numpy as np
 
-from edgefss.errors import BundleError
-from edgefss.runtime.adapters import Adapter, mask_to_grid
+from edgefss.errors import BundleError, InputError
+from edgefss.runtime.adapters import Adapter
 
 _FEAT = re.compile(r"^feat_(\d{2})$")
 
@@ -32,12 +37,11 @@ class TLGAdapter(Adapter):
     supports_refine = True
     refine_mode = "query"
 
-    def __init__(self, manifest: dict, bundle_dir):
+    def __init__(self, manifest: dict, bundle_dir, text=None):
+        """text: the class text rows (`index`, `lookup`, like TextTable); None = the bundle's table."""
         super().__init__(manifest, bundle_dir)
-        from pathlib import Path
-
-        from edgefss.text.table import TextTable
-
+        # the head takes its pseudo-masks (and a refinement's query probability) at S x S
+        self.grid = self.S
         outs = sorted(n for n in manifest["graphs"]["encoder"].get("outputs", {}) if _FEAT.match(n))
         if not outs:
             raise BundleError(f"bundle: '{bundle_dir}' TLG encoder lists no feat_XX outputs")
@@ -47,10 +51,18 @@ class TLGAdapter(Adapter):
         feats = [f"query_{n}" for n in outs] + [f"support_{n}" for n in outs]
         self.require_io("head", "inputs", feats + extra)
         self.require_io("head", "outputs", ["query_logits"])
+        self.text = text if text is not None else self.load_text_table(manifest, bundle_dir)
+
+    def load_text_table(self, manifest: dict, bundle_dir):
+        """The class text rows (`index`, `lookup`): the bundle's text_table.npz."""
+        from pathlib import Path
+
+        from edgefss.text.table import TextTable
+
         tt = (manifest.get("text_table") or {}).get("file", "text_table.npz")
         if tt not in manifest.get("files", {}):
             raise BundleError(f"bundle: '{bundle_dir}' is a TLG bundle without its text table '{tt}'")
-        self.text = TextTable.load(Path(bundle_dir) / tt)
+        return TextTable.load(Path(bundle_dir) / tt)
 
     def check_classes(self, class_names):
         for c in class_names:
@@ -60,14 +72,19 @@ class TLGAdapter(Adapter):
         e = {f"support_{n}": enc[n][0] for n in self.feats}
         s, fg, bg = self.text.lookup(class_name)
         e.update(text_support=s, text_query_fg=fg, text_query_bg=bg)
-        g = self.grid
         if mask is not None:
             warnings.warn(
                 "TLG: a support mask only enters the support branch; the query prediction uses the "
                 "on-device prior (models-spec §1), so the mask does not change Prediction.mask",
                 stacklevel=3,
             )
-        pseudo = np.zeros((g, g), np.float32) if mask is None else mask_to_grid(mask, self.S, g)
+        S = self.S
+        if mask is None:
+            pseudo = np.zeros((S, S), np.float32)
+        else:
+            pseudo = np.asarray(mask, np.float32)
+            if pseudo.shape != (S, S):
+                raise InputError(f"TLG support mask: expected ({S}, {S}) at the network size, got {pseudo.shape}")
         e["support_pseudo"] = pseudo[None]
         return e
 
@@ -75,6 +92,7 @@ class TLGAdapter(Adapter):
         return {f"query_{n}": enc[n] for n in self.feats}
 
     def head_extras(self, batch: int, refine=None) -> dict:
+        """refine: None (on-device prior) or (batch, S, S) float32 query fg probability / pseudo-mask."""
         g = self.grid
         if refine is None:
             return {"query_pseudo": np.zeros((batch, 1, g, g), np.float32),
