@@ -184,11 +184,11 @@ def worker(cfg: dict) -> dict:
     elif cfg["backend"] == "torch":
         import warnings
 
-        from edgefss.eval.predictors import TorchPredictor
+        from edgefss.models.torch_segmenter import torch_segmenter
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-init warning is stated in the report header
-            pred = TorchPredictor(cfg["model"], checkpoint=cfg.get("checkpoint"), imgsz=size, threads=threads)
+            pred = torch_segmenter(cfg["model"], checkpoint=cfg.get("checkpoint"), imgsz=size, threads=threads)
         extra = count_torch(pred.model, size)
     else:
         from edgefss.runtime import Segmenter

@@ -1,10 +1,21 @@
-"""The one NumPy/OpenCV preprocessing implementation.
+"""The one NumPy/PIL/OpenCV preprocessing implementation.
 
-Used by the runtime, INT8 calibration, evaluation and the tests, so a bundle sees exactly the
-pixels the PyTorch model was verified on. Never imports torch.
+Used by the runtime, INT8 calibration, evaluation, training and the tests, so a bundle sees exactly
+the pixels the PyTorch model was verified on. Never imports torch.
+
+Both official loaders (CST `data/dataset.py`, TLG `data/dataset.py`) open the image with PIL and
+call torchvision `Resize((S, S))` on the PIL image, i.e. `Image.resize((S, S), BILINEAR)`: a
+bilinear filter whose support widens with the shrink factor (antialiased when shrinking), rounded
+to uint8, then `ToTensor` (/255) and `Normalize`. `resize_image` calls that same PIL resize.
+
+Maps (logits, probabilities, pseudo-masks) are resized like the official `F.interpolate(...,
+mode='bilinear', align_corners=True)`: `resize_prob`, a separable interpolation with cached
+weights, shared by both models.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,20 +39,23 @@ def preprocess(image: ImageLike, cfg: PreprocessCfg = PreprocessCfg(), name: str
         cfg: input size and normalisation.
 
     Returns:
-        (1, 3, cfg.imgsz, cfg.imgsz) float32, ImageNet-normalised, bilinear resize (OpenCV
-        INTER_LINEAR, the same as the official loaders' PIL bilinear up to rounding).
+        (1, 3, cfg.imgsz, cfg.imgsz) float32, ImageNet-normalised, PIL bilinear resize as the
+        official loaders.
     """
     rgb = load_image(image, name)
     return normalize(resize_image(rgb, cfg.imgsz), cfg)
 
 
 def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8."""
-    cv2 = _cv2()
+    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: PIL `Image.resize((size, size), BILINEAR)`,
+    exactly what the official loaders' torchvision `Resize` does to their PIL RGB image."""
+    from edgefss.errors import require
+
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
-    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > 2 * size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
+    Image = require("PIL.Image", "image resizing")
+    out = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(out)
 
 
 def normalize(rgb: np.ndarray, cfg: PreprocessCfg) -> np.ndarray:
@@ -58,11 +72,32 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+@lru_cache(maxsize=64)
+def _align_corners_taps(n_in: int, n_out: int):
+    """Source indices and weights of a 1-D align_corners=True linear resize, as PyTorch computes
+    them in float32: x = i * ((n_in-1)/(n_out-1)), i0 = floor(x), w1 = x - i0 (0 when n_out = 1)."""
+    scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+    x = np.arange(n_out, dtype=np.float32) * scale
+    i0 = np.minimum(np.floor(x).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.clip(x - i0.astype(np.float32), 0, 1).astype(np.float32)
+    return i0, i1, (np.float32(1) - w1), w1
+
+
 def resize_prob(prob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of (..., h, w) float maps/logits to (..., H, W) float32."""
-    cv2 = _cv2()
-    h, w = hw
-    lead = prob.shape[:-2]
-    flat = prob.reshape(-1, *prob.shape[-2:]).astype(np.float32)
-    out = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in flat])
-    return out.reshape(*lead, h, w)
+    """Bilinear resize of (..., h, w) float maps/logits to (..., H, W) float32, align_corners=True.
+
+    The same sampling as the official code's `F.interpolate(x, (H, W), mode='bilinear',
+    align_corners=True)` (logit upsampling, pseudo-masks), computed separably with cached taps:
+    along the width first, then the height; float32 throughout. It agrees with PyTorch to float32
+    rounding (<= 5e-7 on unit-scale maps; PyTorch's vectorised kernel rounds differently).
+    """
+    H, W = int(hw[0]), int(hw[1])
+    a = np.asarray(prob, dtype=np.float32)
+    h, w = a.shape[-2:]
+    if (h, w) == (H, W):
+        return a.copy()
+    c0, c1, u0, u1 = _align_corners_taps(w, W)
+    r0, r1, v0, v1 = _align_corners_taps(h, H)
+    t = a[..., c0] * u0 + a[..., c1] * u1  # (..., h, W)
+    return t[..., r0, :] * v0[:, None] + t[..., r1, :] * v1[:, None]

@@ -94,9 +94,38 @@ def test_encode_shapes_and_pseudo_prob(model, images, encoded):
         cos = torch.einsum("bntc,bnc->bnt", F.normalize(qkv[1][:, :, 1:], dim=-1), F.normalize(qkv[0][:, :, 0], dim=-1))
         ref = ((cos.mean(1) + 1) / 2).reshape(3, G, G)
     torch.testing.assert_close(p, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(es["pseudo_cos"], cos.mean(1).reshape(3, G, G), atol=1e-5, rtol=0)
     # support tokens: CLS first, then the bilinear (align_corners) 12x12 resize of the query tokens
     torch.testing.assert_close(es["support_feats"][..., 1:2], es["query_feats"][..., :1])  # corner kept
     torch.testing.assert_close(es["support_feats"][..., -1:], es["query_feats"][..., -1:])
+
+
+def test_support_pseudo_mask_is_the_official_recipe(model):
+    """Spec §3.3: upsample the head-mean cosine to S x S (align_corners), (x+1)/2 > 0.4 -- not a
+    mask thresholded at S/8 and resized (the two keep different key cells in the learner)."""
+    gen = torch.Generator().manual_seed(3)
+    cos = torch.rand(2, G, G, generator=gen) * 0.8 - 0.6  # straddles the 0.4 threshold (cos = -0.2)
+    got = model.pseudo_mask(cos)
+    ref = ((F.interpolate(cos[:, None], (S, S), mode="bilinear", align_corners=True)[:, 0] + 1) / 2 > 0.4).float()
+    assert got.shape == (2, S, S) and torch.equal(got, ref)
+    assert torch.equal(model.support_pseudo_mask({"pseudo_cos": cos}), ref)
+    coarse = F.interpolate(((cos + 1) / 2 > 0.4).float()[:, None], (S, S), mode="bilinear", align_corners=True)[:, 0]
+    assert not torch.equal((coarse > 0.5).float(), ref)
+    # and the learner's 12x12 key mask it produces differs from the coarse one's
+    key = lambda m: F.interpolate(m[:, None], (12, 12), mode="bilinear", align_corners=True) == 0  # noqa: E731
+    assert not torch.equal(key(ref), key(((cos + 1) / 2 > 0.4).float()))
+    assert model.pseudo_mask(cos, (30, 20)).shape == (2, 30, 20)
+
+
+def test_query_pseudo_mask_uses_the_support_cls_query(model, encoded):
+    """Spec §3.3 (`cros_corr`): the query's keys against the SUPPORT image's CLS query."""
+    eq, es = encoded
+    ref_cos = torch.einsum("ntc,bnc->bnt", eq["keys"][0], es["cls_query"]).mean(1).reshape(3, G, G)
+    torch.testing.assert_close(model.pseudo_cos(eq["keys"].expand(3, -1, -1, -1), es["cls_query"]), ref_cos,
+                               atol=1e-6, rtol=0)
+    assert not torch.allclose(ref_cos[0], eq["pseudo_cos"][0], atol=1e-3)  # not the query's own CLS
+    # the mask is the official recipe applied to that map
+    torch.testing.assert_close(model.query_pseudo_mask(eq, es), model.pseudo_mask(ref_cos), atol=0, rtol=0)
 
 
 def test_correlation_is_head_major_cosine(model, encoded):
@@ -138,9 +167,9 @@ def test_corr_attention_matches_einsum_reference(model, use_mask):
     torch.manual_seed(0)
     att = model.learner.corrtransformer[0].attn
     x = torch.randn(2, 72, 9, 145)
-    mask = torch.zeros(2, G, G)
-    mask[0, 2:9, 3:12] = 1
-    mask[1, 8:, :5] = 1
+    mask = torch.zeros(2, S, S)
+    mask[0, 16:72, 24:96] = 1
+    mask[1, 64:, :40] = 1
     with torch.no_grad():
         got = att(x, mask if use_mask else None)
         ref = _attention_reference(att, x, mask if use_mask else None)
@@ -151,19 +180,20 @@ def test_corr_attention_matches_einsum_reference(model, use_mask):
 def test_head_of_encodings_equals_forward(model, images, encoded):
     q, s = images
     eq, es = encoded
-    pseudo = (es["pseudo_prob"] > 0.4).float()
-    mask = torch.zeros(3, G, G)
-    mask[:, 3:10, 4:12] = 1
+    pseudo = model.support_pseudo_mask(es)
+    mask = torch.zeros(3, S, S)
+    mask[:, 24:80, 32:96] = 1
     with torch.no_grad():
         h = model.head(eq["query_feats"], es["support_feats"], mask)
         f = model(q, s, mask)
         f_pseudo, h_pseudo = model(q, s), model.head(eq["query_feats"], es["support_feats"], pseudo)
-        h_ones = model.head(eq["query_feats"], es["support_feats"], torch.ones(3, G, G))
+        h_ones = model.head(eq["query_feats"], es["support_feats"], torch.ones(3, S, S))
         h_nomask = model.head(eq["query_feats"], es["support_feats"], None)
         l_ = model.learner(model.correlation(eq["query_feats"], es["support_feats"]), mask)
     torch.testing.assert_close(f_pseudo["cls_logits"], h_pseudo["cls_logits"])
     assert h["cls_logits"].shape == (3, 2) and h["seg_logits"].shape == (3, 2, S // 4, S // 4)
-    assert f["seg_logits"].shape == (3, 2, S, S) and f["query_pseudo_prob"].shape == (1, S, S)
+    assert f["seg_logits"].shape == (3, 2, S, S) and f["query_pseudo_mask"].shape == (3, S, S)
+    assert torch.equal(f["support_pseudo_mask"], pseudo)
     torch.testing.assert_close(f["cls_logits"], h["cls_logits"])
     up = F.interpolate(h["seg_logits"], (S, S), mode="bilinear", align_corners=True)
     torch.testing.assert_close(f["seg_logits"], up)
@@ -190,7 +220,7 @@ def test_predict_nway_kshot(model, N, K):
     gen = torch.Generator().manual_seed(N * 10 + K)
     q = torch.randn(1, 3, S, S, generator=gen)
     sup = torch.randn(N, K, 3, S, S, generator=gen)
-    masks = (torch.rand(N, K, G, G, generator=gen) > 0.3).float() if K == 5 else None
+    masks = (torch.rand(N, K, S, S, generator=gen) > 0.3).float() if K == 5 else None
     out = predict_nway_kshot(model, q, sup, masks, out_size=(70, 90))
     assert out["mask"].shape == (70, 90) and out["fg_prob"].shape == (N, 70, 90)
     assert out["probs"].shape == (N,) and torch.isfinite(out["fg_prob"]).all()
@@ -201,7 +231,7 @@ def test_predict_nway_kshot(model, N, K):
     if K == 1 and N == 1:
         with torch.no_grad():
             eq, es = model.encode(q), model.encode(sup[0])
-            h = model.head(eq["query_feats"], es["support_feats"], (es["pseudo_prob"] > 0.4).float())
+            h = model.head(eq["query_feats"], es["support_feats"], model.support_pseudo_mask(es))
         seg = F.interpolate(h["seg_logits"], (70, 90), mode="bilinear", align_corners=True).softmax(1)[:, 1]
         torch.testing.assert_close(out["fg_prob"], seg, atol=1e-5, rtol=0)
         torch.testing.assert_close(out["probs"], h["cls_logits"].softmax(1)[:, 1])

@@ -4,8 +4,9 @@
     ds = load_dataset("data/davis2016_val_subset")
     res = evaluate(predictor, ds, EpisodeSampler(ds, way=1, shot=1, seed=0), episodes=100)
 
-`predictor` is an `edgefss.runtime.Segmenter` (bundle, torch-free) or an
-`edgefss.eval.predictors.TorchPredictor` (PyTorch model). Importing this package never imports torch.
+`predictor` is an `edgefss.runtime.Segmenter`: a bundle (torch-free) or a PyTorch model through the
+torch backend (`edgefss.models.torch_segmenter.torch_segmenter`). Importing this package never
+imports torch.
 """
 
 from edgefss.eval.datasets import FewShotDataset, Item, load_dataset

@@ -1,11 +1,16 @@
 """Trace-friendly wrappers that split CST into its exported graphs (design.md "CST graph I/O").
 
 - `CSTEncoderGraph`: `image` (1,3,S,S) -> `query_feats` (1,12,384,T), `support_feats`
-  (1,12,384,1+s*s), `pseudo_prob` (1,S/8,S/8).
-- `CSTHeadGraph`: `query_feats` (1,…), `support_feats` (B,…), `support_mask` (B,S/8,S/8) ->
+  (1,12,384,1+s*s), `pseudo_prob` (1,S/8,S/8) = (head-mean key/CLS-query cosine + 1) / 2.
+- `CSTHeadGraph`: `query_feats` (1,…), `support_feats` (B,…), `support_mask` (B,S,S) ->
   `cls_logits` (B,2), `seg_logits` (B,2,S/4,S/4).
 - `CSTLearnerGraph`: `corr` (B,72,T,1+s*s), `support_mask` -> the same outputs (the head without
   the correlation, for runtimes with a native correlation op).
+
+The support mask is taken at the input size S x S, as the official model takes it: the graph
+resizes it to the 12 x 12 and 3 x 3 token grids itself (bilinear, align_corners=True, key masked
+where exactly 0). The runtime makes the weak-path mask from `pseudo_prob` the official way
+(upsample to S x S, align_corners=True, then threshold; runtime/cst.py `support_pseudo_mask`).
 
 The support batch B (= N ways x K shots) is the only dynamic axis. The encoder's interpolated
 position embedding is computed in eager when the wrapper is built, so the exported encoder holds
@@ -53,7 +58,7 @@ class CSTEncoderGraph(nn.Module):
 
 
 class CSTHeadGraph(nn.Module):
-    """(query_feats (1,12,384,T), support_feats (B,12,384,1+s*s), support_mask (B,S/8,S/8)) ->
+    """(query_feats (1,12,384,T), support_feats (B,12,384,1+s*s), support_mask (B,S,S)) ->
     (cls_logits (B,2), seg_logits (B,2,S/4,S/4)), all float32."""
 
     def __init__(self, model: CST):
@@ -66,7 +71,7 @@ class CSTHeadGraph(nn.Module):
 
 
 class CSTLearnerGraph(nn.Module):
-    """(corr (B,72,T,1+s*s), support_mask (B,S/8,S/8)) -> (cls_logits (B,2), seg_logits (B,2,S/4,S/4))."""
+    """(corr (B,72,T,1+s*s), support_mask (B,S,S)) -> (cls_logits (B,2), seg_logits (B,2,S/4,S/4))."""
 
     def __init__(self, model: CST):
         super().__init__()
@@ -85,7 +90,7 @@ def cst_example_inputs(model: CST, imgsz: int | None = None, n_support: int = 2,
         n_support: the support batch B used for the head and learner examples.
     Returns:
         {"encoder": (image,), "head": (query_feats, support_feats, support_mask),
-         "learner": (corr, support_mask)}: float32 tensors; each mask is one random {0,1}
+         "learner": (corr, support_mask)}: float32 tensors; each (S,S) mask is one random {0,1}
         rectangle, so the graphs' masking path is exercised (zeros survive the resize).
     """
     S = imgsz or model.cfg.imgsz
@@ -96,10 +101,10 @@ def cst_example_inputs(model: CST, imgsz: int | None = None, n_support: int = 2,
     image = torch.randn(1, 3, S, S, generator=gen)
     qf = torch.randn(1, DEPTH, EMBED_DIM, g * g, generator=gen)
     sf = torch.randn(n_support, DEPTH, EMBED_DIM, 1 + s * s, generator=gen)
-    mask = torch.zeros(n_support, g, g)
+    mask = torch.zeros(n_support, S, S)
     for b in range(n_support):
-        r0, c0 = torch.randint(0, g // 2, (2,), generator=gen).tolist()
-        r1, c1 = torch.randint(g // 2 + 1, g + 1, (2,), generator=gen).tolist()
+        r0, c0 = torch.randint(0, S // 2, (2,), generator=gen).tolist()
+        r1, c1 = torch.randint(S // 2 + 1, S + 1, (2,), generator=gen).tolist()
         mask[b, r0:r1, c0:c1] = 1.0
     corr = torch.rand(n_support, HEADS * DEPTH, g * g, 1 + s * s, generator=gen) * 2 - 1
     return {"encoder": (image,), "head": (qf, sf, mask), "learner": (corr, mask)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from edgefss.config import CST_PSEUDO_THRESHOLD
 from edgefss.errors import InputError
 from edgefss.exporters.fused_attention import PLAIN
 
@@ -106,7 +107,9 @@ def _cst(checkpoint, imgsz, attention) -> ModelGraphs:
 
     return ModelGraphs(
         "cst", "vit_small_patch8", imgsz, model, graphs, examples, checkpoint is None,
-        {"threshold": 0.4, "generator": "encoder output pseudo_prob (last-block key/CLS-query cosine)"},
+        {"threshold": CST_PSEUDO_THRESHOLD,
+         "generator": "encoder output pseudo_prob (last-block key/CLS-query cosine), upsampled to imgsz "
+                      "(bilinear, align_corners) before the threshold"},
         learner_feeds if "learner" in graphs else None,
     )
 

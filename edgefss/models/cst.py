@@ -2,7 +2,7 @@
 
 Split for deployment (design.md "Model API", "CST graph I/O"):
 - `encode(image)`: per image, once: the 12 normalised block outputs as query tokens (T) and as
-  support tokens (CLS + s x s resized grid), and the attention pseudo-mask probability.
+  support tokens (CLS + s x s resized grid), and the attention pseudo-mask map at S/8.
 - `head(query_feats, support_feats, support_mask)`: correlation (`edgefss.ops.torch_ops.
   cosine_correlation`, 6 heads x 12 layers = 72 head-major channels) + `learner`.
 - `learner(corr, support_mask)`: the 366,004-parameter correlation transformer alone (the
@@ -12,8 +12,13 @@ Split for deployment (design.md "Model API", "CST graph I/O"):
 Differences from the released code, all deliberate:
 - The support grid s is imgsz//32 clamped to 12..23: the learner's two poolings (4 then 3) need
   it there, so small test sizes (< 384) use s = 12; at 400 it is the official 12.
-- The support mask enters at the feature resolution (S/8); the official code thresholds a 400x400
-  upsampled pseudo-mask. The learner resizes either to the token grid, so both are accepted.
+
+Support masks are (B,S,S) {0,1} at the network input size, as in the official code: the learner
+resizes them (bilinear, align_corners=True) to the s x s and 3 x 3 token grids and masks a key
+where the resized value is exactly 0. The pseudo-mask (spec §3.3) is made the official way: the
+head-averaged last-block key/CLS-query cosine at S/8 is upsampled to S x S (bilinear,
+align_corners=True), mapped to [0,1] by (x+1)/2 and thresholded at CST_PSEUDO_THRESHOLD. A mask
+thresholded at S/8 and then resized is NOT equivalent (different key cells survive).
 - Cosine normalisation is x / (||x|| + 1e-12); the official F.normalize divides by
   max(||x||, 1e-12): identical for every non-degenerate token.
 """
@@ -27,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgefss.config import CST_PSEUDO_THRESHOLD
 from edgefss.errors import CheckpointError, InputError
 from edgefss.models import register_model
 from edgefss.models.checkpoints import build_seeded, load_into, read_state_dict, strip_prefix
@@ -36,7 +42,7 @@ from edgefss.ops.torch_ops import cosine_correlation
 
 log = logging.getLogger(__name__)
 
-PSEUDO_THRESHOLD = 0.4  # spec §3.3: pseudo-mask = pseudo_prob > 0.4
+PSEUDO_THRESHOLD = CST_PSEUDO_THRESHOLD  # the name callers import from here
 CORR_EPS = 1e-12  # closest to F.normalize's max(norm, 1e-12) of the official code
 
 
@@ -84,13 +90,19 @@ class CST(nn.Module):
             raise InputError(f"CST: {name} must be a (B,3,{S},{S}) float tensor (model imgsz={S}), got {got}")
 
     def encode(self, image: torch.Tensor) -> dict:
-        """Backbone features and pseudo-mask probability of images.
+        """Backbone features and pseudo-mask inputs of images.
 
         Args:
             image: (B,3,S,S) float32.
         Returns:
-            dict(query_feats (B,12,384,T) with T=(S/8)^2, support_feats (B,12,384,1+s*s) with the
-            CLS token first, pseudo_prob (B,S/8,S/8) in [0,1]), all float32.
+            dict, all float32:
+            - query_feats (B,12,384,T) with T=(S/8)^2;
+            - support_feats (B,12,384,1+s*s), the CLS token first;
+            - pseudo_cos (B,S/8,S/8): head-mean cosine of each image token's last-block key with
+              the image's own CLS query, in [-1,1] (the official `self_corr` before upsampling);
+            - pseudo_prob (B,S/8,S/8) = (pseudo_cos+1)/2 (the exported encoder's output);
+            - cls_query (B,6,64), keys (B,6,T,64): the L2-normalised last-block CLS query and
+              image-token keys, from which `query_pseudo_mask` builds cross-image masks.
         """
         if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             self._check_image(image, "image")
@@ -101,25 +113,61 @@ class CST(nn.Module):
         grid = query_feats.reshape(-1, EMBED_DIM, g, g)
         grid = F.interpolate(grid, (s, s), mode="bilinear", align_corners=True)
         support_feats = torch.cat([x[..., :1], grid.reshape(-1, DEPTH, EMBED_DIM, s * s)], dim=-1)
+        cls_query = F.normalize(q[:, :, 0], dim=-1)  # (B,6,64)
+        keys = F.normalize(k[:, :, 1:], dim=-1)  # (B,6,T,64)
+        cos = self.pseudo_cos(keys, cls_query)
         return {
             "query_feats": query_feats,
             "support_feats": support_feats,
-            "pseudo_prob": self.pseudo_prob(q, k),
+            "pseudo_cos": cos,
+            "pseudo_prob": (cos + 1.0) * 0.5,
+            "cls_query": cls_query,
+            "keys": keys,
         }
 
-    def pseudo_prob(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Spec §3.3: ((mean over heads of cos(key of image token, query of own CLS)) + 1) / 2.
+    def pseudo_cos(self, keys: torch.Tensor, cls_query: torch.Tensor) -> torch.Tensor:
+        """Spec §3.3: mean over the 6 heads of cos(image-token key, CLS query).
 
         Args:
-            q, k: last-block attention query/key (B,6,1+T,64) float32.
+            keys: (B,6,T,64) L2-normalised keys; cls_query: (B,6,64) L2-normalised CLS queries.
         Returns:
-            (B,S/8,S/8) float32 in [0,1].
+            (B,S/8,S/8) float32 in [-1,1].
         """
-        cls_q = F.normalize(q[:, :, :1], dim=-1)  # (B,6,1,64)
-        keys = F.normalize(k[:, :, 1:], dim=-1)  # (B,6,T,64)
-        cos = (keys * cls_q).sum(-1).mean(dim=1)  # (B,T)
+        cos = torch.matmul(keys, cls_query.unsqueeze(-1)).squeeze(-1)  # (B,6,T)
         g = self.cfg.grid
-        return ((cos + 1.0) * 0.5).clamp(0.0, 1.0).reshape(-1, g, g)
+        return cos.mean(dim=1).reshape(-1, g, g)
+
+    def pseudo_mask(self, cos: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Official pseudo-mask from a head-mean cosine map (spec §3.3, `generate_pseudo_mask`).
+
+        Args:
+            cos: (B,S/8,S/8) float32 head-mean cosine (`pseudo_cos`).
+            size: (H,W) of the mask; default the input size (S,S).
+        Returns:
+            (B,H,W) float32 {0,1}: ((bilinear align_corners upsample of cos) + 1) / 2 > threshold.
+        """
+        size = size or (self.cfg.imgsz, self.cfg.imgsz)
+        up = F.interpolate(cos.unsqueeze(1), size, mode="bilinear", align_corners=True).squeeze(1)
+        return (((up + 1.0) * 0.5) > CST_PSEUDO_THRESHOLD).float()
+
+    def support_pseudo_mask(self, enc: dict) -> torch.Tensor:
+        """(B,S,S) float32 {0,1} pseudo-masks of encoded support images (their own CLS query)."""
+        return self.pseudo_mask(enc["pseudo_cos"])
+
+    def query_pseudo_mask(self, query_enc: dict, support_enc: dict,
+                          size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Official query pseudo-mask (the weak training target): the query's keys against the
+        SUPPORT image's CLS query (spec §3.3 `cros_corr`), not the query's own.
+
+        Args:
+            query_enc: `encode` of (1 or B) query images; support_enc: `encode` of B supports.
+            size: (H,W) of the mask; default (S,S).
+        Returns:
+            (B,H,W) float32 {0,1}. Absent-class zeroing is the caller's (it knows the labels).
+        """
+        B = support_enc["cls_query"].shape[0]
+        keys = query_enc["keys"].expand(B, -1, -1, -1)
+        return self.pseudo_mask(self.pseudo_cos(keys, support_enc["cls_query"]), size)
 
     def correlation(self, query_feats: torch.Tensor, support_feats: torch.Tensor) -> torch.Tensor:
         """Head-wise cosine correlation, 72 channels head-major (ch = head*12 + layer).
@@ -140,7 +188,8 @@ class CST(nn.Module):
 
         Args:
             query_feats: (1 or B,12,384,T) float32; support_feats (B,12,384,1+s*s) float32;
-            support_mask: (B,h,w) float {0,1} (h=w=S/8 in the graphs) or None (no masking).
+            support_mask: (B,S,S) float {0,1} or None (no masking). Any (B,h,w) is resized the
+                official way, but only (B,S,S) is the official model's input.
         Returns:
             dict(cls_logits (B,2), seg_logits (B,2,S/4,S/4)) float32.
         """
@@ -165,25 +214,27 @@ class CST(nn.Module):
 
         Args:
             query_img: (1 or B,3,S,S); support_img: (B,3,S,S) float32.
-            support_mask: (B,h,w) float {0,1} or None = each support's own pseudo-mask (S/8).
+            support_mask: (B,S,S) float {0,1} or None = each support's own pseudo-mask.
         Returns:
-            dict(cls_logits (B,2), seg_logits (B,2,S,S), query_pseudo_prob (1|B,S,S),
-            support_pseudo_prob (B,S,S)), float32.
+            dict(cls_logits (B,2), seg_logits (B,2,S,S), query_pseudo_mask (B,S,S) from the
+            query's keys and each support's CLS query (the weak training target),
+            support_pseudo_mask (B,S,S)), float32.
         """
         self._check_image(query_img, "query_img")
         self._check_image(support_img, "support_img")
         with torch.no_grad():  # frozen backbone: never build its graph
             q, s = self.encode(query_img), self.encode(support_img)
+            support_pseudo = self.support_pseudo_mask(s)
+            query_pseudo = self.query_pseudo_mask(q, s)
         if support_mask is None:
-            support_mask = (s["pseudo_prob"] > PSEUDO_THRESHOLD).float()
+            support_mask = support_pseudo
         out = self.head(q["query_feats"], s["support_feats"], support_mask)
         size = (self.cfg.imgsz, self.cfg.imgsz)
-        up = lambda t: F.interpolate(t, size, mode="bilinear", align_corners=True)  # noqa: E731
         return {
             "cls_logits": out["cls_logits"],
-            "seg_logits": up(out["seg_logits"]),
-            "query_pseudo_prob": up(q["pseudo_prob"].unsqueeze(1)).squeeze(1),
-            "support_pseudo_prob": up(s["pseudo_prob"].unsqueeze(1)).squeeze(1),
+            "seg_logits": F.interpolate(out["seg_logits"], size, mode="bilinear", align_corners=True),
+            "query_pseudo_mask": query_pseudo,
+            "support_pseudo_mask": support_pseudo,
         }
 
 
@@ -194,7 +245,7 @@ def predict_nway_kshot(model: CST, query_img: torch.Tensor, support_imgs: torch.
     Args:
         query_img: (1,3,S,S) float32.
         support_imgs: (N,K,3,S,S) float32; way n shows class n.
-        support_masks: (N,K,h,w) float {0,1} or None (each support's own pseudo-mask).
+        support_masks: (N,K,S,S) float {0,1} or None (each support's own pseudo-mask, S x S).
         out_size: (H,W) of the returned maps (the original query size); default (S,S).
     Returns:
         dict(mask (H,W) int64: 0 background, n+1 = way n; probs (N,) float32 presence
@@ -210,7 +261,7 @@ def predict_nway_kshot(model: CST, query_img: torch.Tensor, support_imgs: torch.
     with torch.no_grad():
         q = model.encode(query_img)
         s = model.encode(support_imgs.reshape(N * K, *support_imgs.shape[2:]))
-        masks = (s["pseudo_prob"] > PSEUDO_THRESHOLD).float() if support_masks is None \
+        masks = model.support_pseudo_mask(s) if support_masks is None \
             else support_masks.reshape(N * K, *support_masks.shape[2:]).float()
         out = model.head(q["query_feats"], s["support_feats"], masks)
         seg = F.interpolate(out["seg_logits"], (H, W), mode="bilinear", align_corners=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefss.config import CST_PSEUDO_THRESHOLD
 from edgefss.errors import BundleError, require
 
 
@@ -37,9 +38,9 @@ class Adapter:
         self.bundle_dir = bundle_dir
         self.S = int(manifest["preprocess"]["imgsz"])
         self.grid = self.S // 8
-        # CST's threshold (spec §3.3: 0.4); TLG bundles may leave it null (their prior is soft)
+        # CST's threshold (spec §3.3); TLG bundles may leave it null (their prior is soft)
         thr = (manifest.get("pseudo_mask") or {}).get("threshold")
-        self.pseudo_threshold = 0.4 if thr is None else float(thr)
+        self.pseudo_threshold = CST_PSEUDO_THRESHOLD if thr is None else float(thr)
 
     def require_io(self, graph: str, kind: str, names) -> None:
         """BundleError unless the manifest's graph `graph` lists every name in `names` as `kind`."""

@@ -1,8 +1,11 @@
 """CST graph glue (design.md "CST encoder/head" I/O names).
 
-Support entry: `support_feats` (12, 384, 1+s*s) and `support_mask` (S/8, S/8) — the given mask, or
-without one the on-device pseudo-mask `pseudo_prob > threshold` (models-spec §3.3; threshold from
-the manifest, 0.4). Query entry: `query_feats` (1, 12, 384, T). Outputs: `seg_logits`, `cls_logits`.
+Support entry: `support_feats` (12, 384, 1+s*s) and `support_mask` (S, S) at the network input
+size, as the official model takes it (the head graph resizes it to its token grids) — the caller's
+mask, or without one the official pseudo-mask (models-spec §3.3): the encoder's `pseudo_prob`
+(S/8 x S/8) upsampled to S x S (bilinear, align_corners=True) and thresholded (manifest
+"pseudo_mask.threshold", edgefss.config.CST_PSEUDO_THRESHOLD). Query entry: `query_feats`
+(1, 12, 384, T). Outputs: `seg_logits`, `cls_logits`.
 
 Two ways to run the head (`Segmenter.load(ops=...)`, resolved in runtime/hotpath.py):
 - "graph": the bundle's `head` graph (correlation + correlation transformer in one graph);
@@ -19,7 +22,8 @@ import time
 
 import numpy as np
 
-from edgefss.runtime.adapters import Adapter, mask_to_grid
+from edgefss.runtime.adapters import Adapter
+from edgefss.transforms import resize_prob
 
 # = edgefss.models.dino_vit.HEADS and edgefss.models.cst.CORR_EPS (tests/test_runtime_ops_path.py
 # checks both): the runtime cannot import the torch-side modules.
@@ -57,6 +61,19 @@ def correlation(query_feats: np.ndarray, support_feats: np.ndarray, impl: str) -
     return corr.reshape(B, CORR_HEADS * L, T, Ns)
 
 
+def support_pseudo_mask(pseudo_prob: np.ndarray, size: int, threshold: float) -> np.ndarray:
+    """Official CST support pseudo-mask from the encoder's map (models-spec §3.3).
+
+    Args:
+        pseudo_prob: (S/8, S/8) float32 encoder output, (head-mean key/CLS-query cosine + 1) / 2.
+        size: network input size S.
+        threshold: the bundle's pseudo-mask threshold.
+    Returns:
+        (S, S) float32 {0,1}: upsample (bilinear, align_corners=True) to S x S, then > threshold.
+    """
+    return (resize_prob(pseudo_prob, (size, size)) > threshold).astype(np.float32)
+
+
 class CSTAdapter(Adapter):
     model = "cst"
     supports_refine = True
@@ -76,11 +93,9 @@ class CSTAdapter(Adapter):
 
     def support_entry(self, enc: dict, mask, class_name: str) -> dict:
         if mask is None:
-            mask = enc["pseudo_prob"][0] > self.pseudo_threshold
-        else:
-            # the head masks image-token keys where the mask is 0; a cell counts when mostly covered
-            mask = mask_to_grid(mask, self.S, self.grid) >= 0.5
-        return {"support_feats": enc["support_feats"][0], "support_mask": mask.astype(np.float32)}
+            mask = support_pseudo_mask(enc["pseudo_prob"][0], self.S, self.pseudo_threshold)
+        # a given mask is already (S, S) {0,1}: the head resizes it to its token grids itself
+        return {"support_feats": enc["support_feats"][0], "support_mask": np.asarray(mask, np.float32)}
 
     def query_entry(self, enc: dict) -> dict:
         return {"query_feats": enc["query_feats"]}

@@ -3,7 +3,8 @@
 Each support image gives one 1-way prediction for its class (the query is paired with every
 support image in one head batch). Per class c with shots k = 1..K_c:
 - p_fg(c, pixel) = mean_k softmax(resize(seg_logits_k))[fg], the logits resized bilinearly to the
-  original query size first;
+  original query size first with align_corners=True, as the official code and edgefss's torch
+  path do (`edgefss.transforms.resize_prob`);
 - CST presence p(c) = mean_k softmax(cls_logits_k)[fg]; present iff p(c) > 0.5;
 - TLG has no classification output: presence = fraction of query pixels with p_fg(c) > 0.5, and the
   class counts as present when that fraction exceeds PRESENCE_MIN_AREA;

@@ -1,7 +1,8 @@
 """Training losses of the two methods (spec §3.4 CST, §1.4 TLG).
 
 CST: 0.1 * NLL(cls) + NLL(seg), seg target = the query pseudo-mask from the frozen backbone
-(self-distillation, image-level labels only) or the GT mask when the data has one.
+(self-distillation, image-level labels only: the query's keys against the support's CLS query,
+spec §3.3) or the GT mask when the data has one.
 TLG: 1.4 * CE(query) + 0.6 * CE(support) against base-class pixel masks. The official extra
 term 1e-4 * sum_p ||p||_2 over all parameters (backbone included) is replaced by AdamW weight
 decay on the trained parameters: the backbone is frozen here, as the paper intends.
@@ -12,12 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CST_PSEUDO_THRESHOLD = 0.4
-
 
 def cst_loss(out: dict, batch: dict, sup: str = "pseudo") -> tuple[torch.Tensor, dict]:
     """Args:
-        out: CST forward dict: cls_logits (B,2), seg_logits (B,2,S,S), query_pseudo_prob (B,S,S).
+        out: CST forward dict: cls_logits (B,2), seg_logits (B,2,S,S), query_pseudo_mask (B,S,S)
+            float {0,1} (already thresholded by the model).
         batch: episode batch (see EpisodeDataset): present (B,), query_mask (B,S,S) int64.
         sup: 'pseudo' (weak: target = query pseudo-mask, zeroed when the class is absent) or
             'mask' (pixel GT).
@@ -26,7 +26,7 @@ def cst_loss(out: dict, batch: dict, sup: str = "pseudo") -> tuple[torch.Tensor,
     """
     present = batch["present"].long()
     if sup == "pseudo":
-        target = (out["query_pseudo_prob"].detach() > CST_PSEUDO_THRESHOLD).long()
+        target = out["query_pseudo_mask"].detach().long()
         target = target * present[:, None, None]
     else:
         target = batch["query_mask"]
