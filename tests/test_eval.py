@@ -330,3 +330,24 @@ def test_cli_eval_refuses_gt_query_pseudo_with_a_bundle(tmp_path, capsys):
     rc = main(["eval", "--bundle", str(tmp_path / "b"), "--query-pseudo", "gt", "--data", str(tmp_path)])
     assert rc != 0
     assert "--query-pseudo gt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", ["davis2016_val_subset", "coco_tiny16"])
+def test_index_csv_is_read_alike_by_eval_calibration_and_training(shared_data, folder):
+    from edgefss.quant.episodes import _scan
+    from edgefss.train.records import find_records
+
+    root = shared_data / folder
+    ev = {(it.image, it.mask, it.cls) for it in load_dataset(root).items}
+    cal = {(str(s.image), str(s.mask), s.cls) for s in _scan(root)}
+    tr = {(r.image, r.mask, r.cls) for r in find_records(root)}
+    assert ev == cal == tr and len(ev) > 50
+    assert all("_" not in c for _, _, c in ev)  # one spelling: 'dining table', not 'dining_table'
+
+
+def test_index_csv_row_without_class_is_one_clear_error(tmp_path):
+    from edgefss.index_csv import read_index
+
+    (tmp_path / "index.csv").write_text("image,mask,class\na.jpg,a.png,dog\nb.jpg,b.png,\n")
+    with pytest.raises(InputError, match=r"index.csv: line 3 lacks an image or a class"):
+        read_index(tmp_path)

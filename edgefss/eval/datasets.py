@@ -10,7 +10,6 @@ A class that an image has no mask for is absent from it (used by FS-CS episodes)
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefss.errors import InputError, require
+from edgefss.index_csv import read_index
 from edgefss.transforms import load_image
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
@@ -149,26 +149,24 @@ def _pretty(name: str) -> str:
     return name.replace("_", " ")
 
 
-def _index_csv(root: Path, class_col: str, group_col: str | None, name: str) -> FewShotDataset:
+def _index_csv(root: Path, name: str) -> FewShotDataset:
     items = []
-    with open(root / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if not (row.get("image") and row.get("mask") and row.get(class_col)):
-                raise InputError(f"{root / 'index.csv'}: row {row} lacks image, mask or {class_col}")
-            items.append(Item(str(root / row["image"]), str(root / row["mask"]), _pretty(row[class_col]),
-                              group=row.get(group_col, "") if group_col else ""))
+    for r in read_index(root):
+        if r.mask is None:
+            raise InputError(f"{root / 'index.csv'}: {r.image.name} has no mask; evaluation needs one per row")
+        items.append(Item(str(r.image), str(r.mask), r.cls, group=r.group))
     return FewShotDataset(name, str(root), sorted({i.cls for i in items}), items)
 
 
 def load_davis(root: Path) -> FewShotDataset:
     """`davis2016_val_subset`: index.csv (image, mask, sequence, coarse_class); class = coarse class,
     group = sequence, so supports come from another video of the class when there is one."""
-    return _index_csv(root, "coarse_class", "sequence", "davis")
+    return _index_csv(root, "davis")
 
 
 def load_coco_tiny(root: Path) -> FewShotDataset:
     """`coco_tiny16`: index.csv (image, mask, class); one binary mask per (image, class)."""
-    return _index_csv(root, "class", None, "coco_tiny")
+    return _index_csv(root, "coco_tiny")
 
 
 def load_perseg(root: Path) -> FewShotDataset:

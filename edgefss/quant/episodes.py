@@ -4,7 +4,7 @@ FSS heads see a query *and* support features plus the support mask; calibrating 
 (not lone images) makes the correlation and Sinkhorn inputs cover the ranges they see when
 deployed. Folders understood:
 
-- a folder with `index.csv` (columns image, mask and class | coarse_class | sequence): DAVIS,
+- a folder with `index.csv` (edgefss/index_csv.py: image, mask, class or coarse_class): DAVIS,
   COCO-tiny layout;
 - `<root>/Images/<class>/*.jpg` + `<root>/Annotations/<class>/*.png` (PerSeg layout);
 - `<root>/<class>/N.jpg` + `N.png` (FSS-1000 layout), masks optional;
@@ -13,13 +13,13 @@ deployed. Folders understood:
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefss.errors import InputError
+from edgefss.index_csv import read_index
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_FOLDERS = ("davis2016_val_subset", "coco_tiny16", "fss1000_example_eiffel", "perseg_examples")
@@ -62,13 +62,7 @@ def default_calib_folders() -> list[Path]:
 
 
 def _from_index(folder: Path) -> list[Sample]:
-    out = []
-    with open(folder / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            cls = row.get("class") or row.get("coarse_class") or row.get("sequence") or "object"
-            mask = folder / row["mask"] if row.get("mask") else None
-            out.append(Sample(folder / row["image"], mask, cls))
-    return out
+    return [Sample(r.image, r.mask, r.cls) for r in read_index(folder)]
 
 
 def _mask_next_to(img: Path) -> Path | None:

@@ -8,11 +8,11 @@ recursively. Torch-free.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgefss.errors import InputError
+from edgefss.index_csv import read_index
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,7 @@ IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _from_index(d: Path) -> list[Record]:
-    out = []
-    with open(d / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            cls = row.get("class") or row.get("coarse_class")
-            if not (row.get("image") and row.get("mask") and cls):
-                continue
-            out.append(Record(str(d / row["image"]), str(d / row["mask"]), cls.replace("_", " ")))
-    return out
+    return [Record(str(r.image), str(r.mask), r.cls) for r in read_index(d) if r.mask is not None]
 
 
 def _from_perseg(d: Path) -> list[Record]:
