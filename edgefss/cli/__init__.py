@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (mod, help_) in VERBS.items():
         p = sub.add_parser(verb, help=help_, description=help_)
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            p.set_defaults(_missing=verb)
-            continue
+        module = importlib.import_module(mod)  # a verb that fails to import is a broken install: say so
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -46,9 +40,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
-        return 2
-    if getattr(args, "_missing", None):
-        print(f"edgefss {args._missing}: not available in this build", file=sys.stderr)
         return 2
     try:
         return int(args._run(args) or 0)
