@@ -1,7 +1,12 @@
 """Reading images and masks from files or arrays, torch-free.
 
 The one place that turns a user's file into pixels: decoding, colour order, alpha, bit depth,
-size limits and label-map checks. Numerics (resizing, normalisation) live in edgefss.transforms.
+EXIF orientation, size limits and label-map checks. Numerics (resizing, normalisation) live in
+edgefss.transforms.
+
+Files are returned the way viewers show them: a phone photo stored sideways with an EXIF
+orientation tag (OpenCV's IMREAD_UNCHANGED ignores it) is rotated/flipped upright, and so is a
+mask file carrying the tag. Arrays are taken as already upright.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
             raise InputError(f"{name}: file not found: '{path}'")
         if path.stat().st_size == 0:
             raise InputError(f"{name}: '{path}' is empty (0 bytes); expected a JPEG/PNG image")
-        _check_header_size(path, name)
+        orientation = _check_header(path, name)
         cv2 = _cv2()
         data = np.fromfile(str(path), dtype=np.uint8)
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -59,6 +64,7 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
             arr = arr[:, :, ::-1]  # OpenCV decodes BGR
         elif arr.ndim == 3 and arr.shape[2] == 4:
             arr = arr[:, :, [2, 1, 0, 3]]
+        arr = apply_orientation(arr, orientation)
         src = f"'{path}'"
     elif isinstance(image, np.ndarray):
         arr = image
@@ -69,29 +75,64 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
         )
     return _to_rgb_uint8(arr, name, src)
 
-def _check_header_size(path: Path, name: str) -> None:
-    """Reject an over-sized image from its header, before decoding it: a 10000x10000 file would
-    otherwise cost ~300 MB and seconds of decoding only to be refused. Formats PIL cannot parse
-    are left to the decoder (and the size check after it)."""
+EXIF_ORIENTATION = 0x0112  # TIFF/EXIF tag 274: 1 upright ... 8, how to turn the stored pixels
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels (H, W[, C]) upright per an EXIF orientation 1..8 (as PIL's
+    ImageOps.exif_transpose); other values are left as they are."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        arr = arr.swapaxes(0, 1)[:, ::-1]  # 90 degrees clockwise
+    elif orientation == 7:
+        arr = arr.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        arr = arr.swapaxes(0, 1)[::-1]  # 90 degrees counter-clockwise
+    return np.ascontiguousarray(arr)
+
+
+def _orientation_of(im) -> int:
+    try:
+        o = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 — a broken EXIF block: show the pixels as stored
+        return 1
+    return o if isinstance(o, int) and 1 <= o <= 8 else 1
+
+
+def _check_header(path: Path, name: str) -> int:
+    """Reject an over-sized image from its header, before decoding it (a 10000x10000 file would
+    otherwise cost ~300 MB and seconds of decoding only to be refused), and return its EXIF
+    orientation (1 = upright). Formats PIL cannot parse are left to the decoder (and the size
+    check after it) and count as upright."""
     import warnings
 
     try:
         from PIL import Image
     except ImportError:
-        return
+        return 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's decompression-bomb warning: we decide below
             with Image.open(path) as im:
                 w, h = im.size
+                orientation = _orientation_of(im)
     except Image.DecompressionBombError:
         w = h = MAX_SIDE + 1
+        orientation = 1
     except Exception:  # noqa: BLE001 — not a PIL format or corrupt: the decoder reports it
-        return
+        return 1
     if max(h, w) > MAX_SIDE:
         raise InputError(
             f"{name}: '{path}' is {h}x{w} pixels (from its header); expected at most {MAX_SIDE} per side"
         )
+    return orientation
 
 def _to_rgb_uint8(arr: np.ndarray, name: str, src: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -137,12 +178,7 @@ def load_mask(mask: ImageLike, name: str = "mask") -> np.ndarray:
         path = Path(mask)
         if not path.is_file():
             raise InputError(f"{name}: file not found: '{path}'")
-        cv2 = _cv2()
-        arr = _read_indexed_png(path)
-        if arr is None:
-            arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise InputError(f"{name}: '{path}' could not be decoded as a PNG mask")
+        arr = _read_mask_file(path, name)
         src = f"'{path}'"
     elif isinstance(mask, np.ndarray):
         arr = mask
@@ -163,6 +199,35 @@ def load_mask(mask: ImageLike, name: str = "mask") -> np.ndarray:
             f"{name}: {src} is not binary (values {vals[:6].tolist()}...); expected {{0,1}} or {{0,255}}"
         )
     return (arr > 0).astype(np.uint8)
+
+def _read_mask_file(path: Path, name: str) -> np.ndarray:
+    """A mask/label file's stored values, upright (EXIF orientation applied), (H, W) or (H, W, C)."""
+    orientation = _check_header(path, name)
+    arr = _read_indexed_png(path)
+    if arr is None:
+        cv2 = _cv2()
+        arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise InputError(f"{name}: '{path}' could not be decoded as a PNG mask")
+    return apply_orientation(arr, orientation)
+
+
+def read_label_map(path, name: str = "mask") -> np.ndarray:
+    """Read a label/mask image as an (H, W) integer array of its stored values, upright.
+
+    Palette (P-mode) PNGs give their indices, not palette colours (OpenCV's IMREAD_UNCHANGED
+    expands palettes to BGR); RGB(A) files give their first channel (red).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{name}: file not found: '{p}'")
+    arr = _read_mask_file(p, name)
+    if arr.ndim == 3:
+        arr = arr[:, :, 2] if arr.shape[2] >= 3 else arr[:, :, 0]  # OpenCV's BGR(A): red
+    if arr.ndim != 2:
+        raise InputError(f"{name}: '{p}' has shape {arr.shape}; expected an (H, W) mask")
+    return arr
+
 
 def _read_indexed_png(path: Path):
     """Palette/gray PNGs as their stored indices (OpenCV expands a palette into colours,

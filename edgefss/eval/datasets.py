@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefss.errors import InputError, require
+from edgefss.errors import InputError
 from edgefss.index_csv import read_index
 from edgefss.transforms import load_image
 
@@ -126,20 +126,9 @@ def read_png(path: str, name: str = "mask") -> np.ndarray:
     Palette (P-mode) PNGs give their indices, not palette colours (why PIL and not OpenCV,
     whose IMREAD_UNCHANGED expands palettes to BGR). RGB masks give their first channel.
     """
-    Image = require("PIL.Image", "reading mask PNGs")
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{name}: file not found: '{p}'")
-    try:
-        with Image.open(p) as im:
-            arr = np.asarray(im)
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise InputError(f"{name}: '{p}' could not be decoded as a PNG mask ({exc})") from exc
-    if arr.ndim == 3:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise InputError(f"{name}: '{p}' has shape {arr.shape}; expected an (H, W) mask")
-    return arr
+    from edgefss.imageio import read_label_map
+
+    return read_label_map(path, name)  # the one reader: EXIF orientation like the images
 
 
 # ------------------------------------------------------------------------------------- layouts

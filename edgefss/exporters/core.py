@@ -7,12 +7,11 @@ temporary folder and the bundle is committed atomically by `edgefss.bundle.Bundl
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from edgefss.bundle import BundleWriter
+from edgefss.bundle import BundleWriter, check_output_dir, export_workdir
 from edgefss.config import PreprocessCfg
 from edgefss.errors import BackendUnavailableError, InputError, StateError, require
 from edgefss.exporters import tensorrt_engine
@@ -127,6 +126,7 @@ def _bytes(paths) -> int:
 def run_export(o: ExportOptions, log=print) -> Path:
     """Run a validated export (see `edgefss.exporters.export`). Returns the bundle directory."""
     t0 = time.time()
+    check_output_dir(o.out or o.default_out())  # refuse a folder we did not create before any work
     _check_backend(o)
     verify_eps, calib_eps, gate_eps = _episodes(o, log)
     mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend))
@@ -138,7 +138,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
     builder = FeedBuilder(o.model, pre, mg.graphs["head"].inputs, table)
     out = Path(o.out or o.default_out())
     manifest_q, manifest_gate, sizes = None, None, {}
-    with tempfile.TemporaryDirectory(prefix="edgefss-export-") as tmp, BundleWriter(out) as w:
+    with export_workdir() as tmp, BundleWriter(out) as w:
         work = Path(tmp)
         examples = mg.example_inputs(2)
         fp32 = {}

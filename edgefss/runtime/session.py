@@ -15,10 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
+from edgefss.bundle import check_graph_io
 from edgefss.config import BACKENDS
 from edgefss.errors import BundleError, InputError
 from edgefss.runtime.backends import BACKENDS as BACKEND_TABLE
 from edgefss.runtime.backends import backend_class
+from edgefss.threads import cap_threads
 
 
 class Backend(Protocol):
@@ -88,8 +90,11 @@ def open_backend(bundle_dir, manifest: dict, backend: str | None = None, threads
     check_backend(name, manifest, files, bundle_dir)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads: expected a positive int or None, got {threads!r}")
+    threads = cap_threads(threads)  # more threads than cores only adds contention (issue 14)
     cls = backend_class(name)
     kwargs = {}
     if name == "openvino":
         kwargs["fp32"] = manifest.get("precision") == "fp32"
-    return cls(files, threads=threads, device=device, **kwargs)
+    be = cls(files, threads=threads, device=device, **kwargs)
+    check_graph_io(bundle_dir, {**manifest, "graphs": {g: manifest["graphs"][g] for g in files}}, be)
+    return be
