@@ -14,7 +14,7 @@ import pytest
 from edgefss.config import PreprocessCfg
 from edgefss.errors import InputError
 from edgefss.transforms import preprocess
-from tiny_cst_corr import G, S, build_corr_bundle
+from tiny_cst_corr import S, build_corr_bundle
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,19 @@ def _fg(logits):
     return 0.5 * (1.0 + np.tanh(0.5 * (logits[:, 1] - logits[:, 0])))  # softmax fg, no overflow
 
 
-def _cells(prob):
-    """(h, w) probability -> (G, G) {0,1}: cells at least half covered by prob > 0.5."""
-    import cv2
+def _up(x):
+    """(h, w) map -> (S, S): torch bilinear align_corners=True, as the official code resizes."""
+    import torch
+    import torch.nn.functional as F
 
-    cover = cv2.resize((prob > 0.5).astype(np.float32), (G, G), interpolation=cv2.INTER_AREA)
-    return (cover >= 0.5).astype(np.float32)
+    return F.interpolate(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None], (S, S),
+                         mode="bilinear", align_corners=True)[0, 0].numpy()
+
+
+def _fg_mask(logits):
+    """(1, 2, h, w) logits -> (S, S) {0,1}: logits upsampled to S x S, softmax fg > 0.5."""
+    up = np.stack([_up(logits[0, 0]), _up(logits[0, 1])])[None]  # both channels, as the official code
+    return (_fg(up)[0] > 0.5).astype(np.float32)
 
 
 def _direct_cst_refine(bundle, support_img, query_img):
@@ -56,14 +63,14 @@ def _direct_cst_refine(bundle, support_img, query_img):
     cfg = PreprocessCfg(imgsz=S)
     q_qf, q_sf, _ = enc.run(None, {"image": preprocess(query_img, cfg)})
     s_qf, s_sf, s_pp = enc.run(None, {"image": preprocess(support_img, cfg)})
-    m0 = (s_pp[0] > 0.4).astype(np.float32)
+    m0 = (_up(s_pp[0]) > 0.4).astype(np.float32)  # the official pseudo-mask: upsample, then threshold
 
     def run(qf, sf, m):
         return head.run(["seg_logits"], {"query_feats": qf, "support_feats": sf, "support_mask": m[None]})[0]
 
-    q_mask = _cells(_fg(run(q_qf, s_sf, m0))[0])
+    q_mask = _fg_mask(run(q_qf, s_sf, m0))
     # the runtime caches the support's query tokens as float16 (documented memory trade-off)
-    rev = _cells(_fg(run(s_qf.astype(np.float16).astype(np.float32), q_sf, q_mask))[0])
+    rev = _fg_mask(run(s_qf.astype(np.float16).astype(np.float32), q_sf, q_mask))
     m1 = m0 * rev
     if not m1.any():
         m1 = m0
@@ -81,7 +88,7 @@ def test_k0_is_bit_identical_to_plain_predict(corr_bundle, tlg_bundle, frames):
         for f in ("mask", "probs", "logits", "fg_prob"):
             assert np.array_equal(getattr(a, f), getattr(b, f)), f
         if seg.adapter.model == "cst":
-            assert np.array_equal(a.support_masks, b.support_masks) and a.support_masks.shape == (3, G, G)
+            assert np.array_equal(a.support_masks, b.support_masks) and a.support_masks.shape == (3, S, S)
         else:
             assert a.support_masks is None and b.support_masks is None
 
@@ -117,7 +124,7 @@ def test_cst_refine_n_way_k_shot_and_given_masks(corr_bundle, frames, shared_dat
     p0 = seg.predict(sw[5])
     p2 = seg.predict(sw[5], refine_steps=2)
     assert p2.classes == ["swan", "camel"] and p2.logits.shape == p0.logits.shape
-    assert p2.support_masks.shape == (4, G, G) and p2.support_masks.dtype == np.float32
+    assert p2.support_masks.shape == (4, S, S) and p2.support_masks.dtype == np.float32
     # rows follow set_support's order: the given mask (row 3) is kept as given
     np.testing.assert_array_equal(p2.support_masks[3], p0.support_masks[3])
     assert (p2.support_masks <= p0.support_masks).all() and p2.support_masks.any(axis=(1, 2)).all()

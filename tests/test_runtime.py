@@ -64,7 +64,7 @@ def _cst_graphs(rng):
         "qshape": np.array([1, 12, 384, T], np.int64), "k3": np.float32(3.0),
     }, "cst_encoder")
     head_in = [("query_feats", [1, 12, 384, T]), ("support_feats", ["B", 12, 384, 2]),
-               ("support_mask", ["B", G, G])]
+               ("support_mask", ["B", S, S])]
     head_out = [("cls_logits", ["B", 2]), ("seg_logits", ["B", 2, H4, H4])]
     head = _onnx_model([
         h.make_node("ReduceMean", ["query_feats"], ["qm"], axes=[1], keepdims=0),      # (1,384,T)
@@ -73,7 +73,9 @@ def _cst_graphs(rng):
         h.make_node("ReduceMean", ["sm1"], ["sm"], axes=[2], keepdims=1),              # (B,384,1)
         h.make_node("Mul", ["qm", "sm"], ["prod"]),                                    # (B,384,T)
         h.make_node("ReduceMean", ["prod"], ["score"], axes=[1], keepdims=0),          # (B,T)
-        h.make_node("Reshape", ["support_mask", "flat"], ["mflat"]),                   # (B,T)
+        h.make_node("Unsqueeze", ["support_mask", "ax_m"], ["m4"]),                    # (B,1,S,S)
+        h.make_node("AveragePool", ["m4"], ["mg"], kernel_shape=[8, 8], strides=[8, 8]),  # (B,1,G,G)
+        h.make_node("Reshape", ["mg", "flat"], ["mflat"]),                             # (B,T)
         h.make_node("Mul", ["mflat", "k_mask"], ["mterm"]),
         h.make_node("Mul", ["score", "k_score"], ["sterm"]),
         h.make_node("Add", ["sterm", "mterm"], ["fg0"]),
@@ -88,6 +90,7 @@ def _cst_graphs(rng):
         h.make_node("Concat", ["c0", "c1"], ["cls_logits"], axis=1),
     ], head_in, head_out, {
         "mix": np.array([1.0, -0.5], np.float32), "k_mask": np.float32(1.5), "k_score": np.float32(2.0),
+        "ax_m": np.array([1], np.int64),
         "bias": rng.standard_normal(T).astype(np.float32) * 0.5 - 0.4,
         "flat": np.array([-1, T], np.int64), "grid": np.array([-1, 1, G, G], np.int64),
         "scales": np.array([1, 1, 2, 2], np.float32), "k_bg": np.float32(-0.5),
@@ -224,16 +227,18 @@ class CountingBackend:
 
 # ----------------------------------------------------------------------------- references
 def _reference_combine(seg_logits, cls_logits, groups, hw):
-    """Straightforward §3.5: resize both channels, softmax per shot, mean over shots, argmax."""
-    import cv2
+    """Straightforward §3.5: resize both channels (torch, align_corners as the official code),
+    softmax per shot, mean over shots, argmax."""
+    import torch
+    import torch.nn.functional as F
 
     H, W = hw
     pf, pc = [], []
     for shots in groups:
         acc = np.zeros((2, H, W), np.float64)
         for k in shots:
-            up = np.stack([cv2.resize(seg_logits[k, j], (W, H), interpolation=cv2.INTER_LINEAR)
-                           for j in range(2)]).astype(np.float64)
+            up = F.interpolate(torch.from_numpy(seg_logits[k:k + 1]), (H, W), mode="bilinear",
+                               align_corners=True)[0].numpy().astype(np.float64)
             e = np.exp(up - up.max(axis=0))
             acc += e / e.sum(axis=0)
         pf.append(acc[1] / len(shots))
@@ -257,7 +262,13 @@ def _direct_cst(bundle, sup_imgs, sup_masks, query):
     for img, m in zip(sup_imgs, sup_masks):
         _, sf, pp = enc.run(None, {"image": preprocess(img, cfg)})
         feats.append(sf[0])
-        masks.append((pp[0] > 0.4).astype(np.float32) if m is None else m)
+        if m is None:  # the official pseudo-mask: upsample (align_corners) to S x S, then threshold
+            import torch
+            import torch.nn.functional as F
+
+            up = F.interpolate(torch.from_numpy(pp[None]), (S, S), mode="bilinear", align_corners=True)
+            m = (up[0, 0].numpy() > 0.4).astype(np.float32)
+        masks.append(m)
     feeds = {"query_feats": q, "support_feats": np.stack(feats), "support_mask": np.stack(masks)}
     cls, seg = head.run(None, feeds)
     return seg, cls
@@ -306,10 +317,10 @@ def test_cst_predict_matches_direct_graph_run(cst_bundle, images):
     assert pred.classes == ["dog", "cat", "person"]
     # the runtime orders the head batch class-major: dog shots (0, 2), cat (1, 3), person (4)
     order = [0, 2, 1, 3, 4]
-    from edgefss.runtime.segmenter import mask_to_grid
+    from edgefss.transforms import resize_mask
 
-    grid_masks = [None if m is None else (mask_to_grid(m, S, G) >= 0.5).astype(np.float32) for m in masks]
-    s_ref, c_ref = _direct_cst(cst_bundle, [images[i] for i in order], [grid_masks[i] for i in order],
+    net_masks = [None if m is None else resize_mask(m, (S, S)).astype(np.float32) for m in masks]
+    s_ref, c_ref = _direct_cst(cst_bundle, [images[i] for i in order], [net_masks[i] for i in order],
                                images[5])
     groups = [[0, 1], [2, 3], [4]]
     ref_p, ref_c, ref_mask = _reference_combine(s_ref, c_ref, groups, images[5].shape[:2])
@@ -670,7 +681,6 @@ def test_exported_bundle_matches_pytorch_model(model, tmp_path, davis_pair):
     from edgefss.exporters import export
     from edgefss.exporters.graphs import load_graphs
     from edgefss.runtime import Segmenter
-    from edgefss.runtime.segmenter import mask_to_grid
 
     s_img, s_mask, q_img, _, cls = davis_pair
     imgsz = 64
@@ -692,9 +702,9 @@ def test_exported_bundle_matches_pytorch_model(model, tmp_path, davis_pair):
             text = {k: torch.from_numpy(v) for k, v in rows.items()}
             ref = net.head(qf, sf, text, qp, sp)["query_logits"].numpy()
         else:
-            grid = net.cfg.imgsz // 8
-            cover = mask_to_grid(load_mask(s_mask), imgsz, grid)
-            given = torch.from_numpy((cover >= 0.5).astype(np.float32))[None]
+            from edgefss.transforms import resize_mask
+
+            given = torch.from_numpy(resize_mask(load_mask(s_mask), (imgsz, imgsz)).astype(np.float32))[None]
             seg.set_support([s_img], [cls], masks=[s_mask])
             pred = seg.predict(q_img)
             eq, es = net.encode(xq), net.encode(xs)

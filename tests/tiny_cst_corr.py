@@ -7,7 +7,9 @@ computes with `edgefss.ops.cosine_correlation`. Both `head` and `learner` then r
 "learner": per query token, the (channel-weighted) mean similarity to the support tokens kept by the support mask
 (CLS always kept) minus the mean similarity to the masked-out ones. So predictions depend on the
 images and on the support masks, which the refinement tests need. S = 64: grid 8, T = 64,
-support tokens Ns = 1 + 8*8 (the support grid equals the query grid here).
+support tokens Ns = 1 + 8*8 (the support grid equals the query grid here). The support mask comes
+in at S x S like CST's and is area-averaged to the grid (8x8 AveragePool): each support token's
+keep weight is its cell's coverage.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ def _model(nodes, inputs, outputs, inits, name):
 
 
 def _learner_nodes():
-    """corr (B,72,T,NS), support_mask (B,G,G) -> cls_logits (B,2), seg_logits (B,2,2G,2G)."""
+    """corr (B,72,T,NS), support_mask (B,S,S) -> cls_logits (B,2), seg_logits (B,2,2G,2G)."""
     from onnx import helper as h
 
     return [
         h.make_node("Mul", ["corr", "chw"], ["corr_w"]),  # per-channel weights: channel order matters
         h.make_node("ReduceMean", ["corr_w"], ["sim"], axes=[1], keepdims=0),           # (B,T,NS)
-        h.make_node("Reshape", ["support_mask", "flat"], ["mflat"]),                     # (B,T)
+        h.make_node("Unsqueeze", ["support_mask", "ax1"], ["m4"]),                       # (B,1,S,S)
+        h.make_node("AveragePool", ["m4"], ["mg"], kernel_shape=[8, 8], strides=[8, 8]),  # (B,1,G,G)
+        h.make_node("Reshape", ["mg", "flat"], ["mflat"]),                               # (B,T)
         h.make_node("ReduceSum", ["mflat", "ax1"], ["msum"], keepdims=1),                # (B,1)
         h.make_node("Mul", ["msum", "zero"], ["mz"]),
         h.make_node("Add", ["mz", "one"], ["ones"]),                                     # (B,1)
@@ -138,7 +142,7 @@ def build_corr_bundle(out_dir, seed: int = 0, gain: float = 60.0, bias: float = 
         "qshape": np.array([1, L, C, T], np.int64), "k3": np.float32(3.0),
     }, "cst_encoder")
 
-    mask_in = ("support_mask", ["B", G, G])
+    mask_in = ("support_mask", ["B", S, S])
     outs = [("cls_logits", ["B", 2]), ("seg_logits", ["B", 2, 2 * G, 2 * G])]
     head_in = [("query_feats", [1, L, C, T]), ("support_feats", ["B", L, C, NS]), mask_in]
     head = _model(_corr_nodes() + _learner_nodes(), head_in, outs, {
