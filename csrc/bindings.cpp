@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/common.h"
+#include "common/isa.h"
 #include "correlation/correlation.h"
 #include "sinkhorn/sinkhorn.h"
 
@@ -82,7 +83,8 @@ py::tuple sinkhorn_impl(const py::array& cost, const py::array& a, const py::arr
   const char* op = "sinkhorn_log";
   EDGEFSS_CHECK_ARG(cost.ndim() == 3, op, "cost", "an array of shape (B, n, m)", shape_str(cost));
   const py::ssize_t B = cost.shape(0), n = cost.shape(1), m = cost.shape(2);
-  EDGEFSS_CHECK_ARG(B > 0 && n > 0 && m > 0, op, "cost", "non-empty", shape_str(cost));
+  // An empty batch (B = 0) is an empty result, as in the reference; an empty problem has no plan.
+  EDGEFSS_CHECK_ARG(n > 0 && m > 0, op, "cost", "of shape (B, n, m) with n, m >= 1", shape_str(cost));
   check_array<T>(op, "cost", cost, {B, n, m});
   check_array<T>(op, "a", a, {B, n});
   check_array<T>(op, "b", b, {B, m});
@@ -96,7 +98,7 @@ py::tuple sinkhorn_impl(const py::array& cost, const py::array& a, const py::arr
   const T* pb = static_cast<const T*>(b.data());
   T *pp = plan.mutable_data(), *pf = f.mutable_data(), *pg = g.mutable_data();
   int iters = 0;
-  {
+  if (B > 0) {
     py::gil_scoped_release nogil;
     if (dev == Device::kCpu) {
       iters = edgefss::sinkhorn_log_cpu<T>(C, pa, pb, B, n, m, eps, n_iter, thr, pp, pf, pg);
@@ -199,6 +201,21 @@ PYBIND11_MODULE(_C, m) {
         py::arg("heads"), py::arg("clamp_min") = py::none(), py::arg("eps") = 1e-5,
         "Fused cosine correlation over a list of layers on the CPU. queries[l] (P,C,Nq), supports[l] "
         "(P,C,Ns), masks[l] None or (P,Ns). Returns a list of (P,heads,Nq,Ns) arrays.");
+
+  m.def("kernel_isa", []() { return edgefss::isa_name(edgefss::kernel_isa()); },
+        "Instruction-set variant the CPU kernels run in this process: 'avx2', 'sse2' (x86-64), 'neon' "
+        "(aarch64), 'native' (a -march=native build) or 'generic'. Chosen by cpuid on first use; "
+        "EDGEFSS_KERNEL_ISA=<name> forces one (ValueError when this CPU or build lacks it).");
+  m.def("kernel_isas", []() {
+    std::vector<std::string> names;
+    for (edgefss::Isa isa : edgefss::usable_isas()) names.push_back(edgefss::isa_name(isa));
+    return names;
+  }, "The CPU kernel variants built into this module that this CPU can run, best last.");
+  m.def("_set_kernel_isa", [](const std::string& name) {
+    const std::string prev = edgefss::isa_name(edgefss::kernel_isa());
+    edgefss::set_kernel_isa(name);
+    return prev;
+  }, py::arg("name"), "Tests only: switch the CPU kernel variant for this process; returns the previous one.");
 
   m.def("with_cuda", []() {
 #ifdef EDGEFSS_WITH_CUDA

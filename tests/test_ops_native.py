@@ -265,3 +265,73 @@ def test_cuda_entry_points_refuse_without_device():
                             np.ones((1, 2), np.float32), 0.5, 3)
     with pytest.raises(ImportError, match="CUDA"):
         _native.sinkhorn_log(np.zeros((2, 2), np.float32), device="cuda")
+
+
+@pytest.fixture(params=["sse2", "avx2", "neon"])
+def kernel_variant(request):
+    """Each CPU kernel variant (csrc/common/isa.h) this build and CPU can run, switched in-process."""
+    C = _native.native_module()
+    if request.param not in C.kernel_isas():
+        pytest.skip(f"kernel variant {request.param} is not usable here (usable: {C.kernel_isas()})")
+    prev = C._set_kernel_isa(request.param)
+    yield request.param
+    C._set_kernel_isa(prev)
+
+
+def test_every_kernel_variant_matches_reference(kernel_variant):
+    assert _native.native_module().kernel_isa() == kernel_variant
+    rng = np.random.default_rng(11)
+    C = (rng.random((2, 30, 40)) * 1e3).astype(np.float32)  # cost/eps up to 1e6
+    want = reference.sinkhorn_log(C.astype(np.float64), eps=1e-3, n_iter=20, return_duals=True)
+    got = ops.sinkhorn_log(C, eps=1e-3, n_iter=20, return_duals=True, impl="native")
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-6 * float(want[0].max()))
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6 * 1e3)
+    q = rng.standard_normal((2, 1200, 77)).astype(np.float32)
+    s = rng.standard_normal((2, 1200, 150)).astype(np.float32)
+    mask = (rng.random((2, 150)) > 0.3).astype(np.float32)
+    got = ops.cosine_correlation(q, s, heads=2, clamp_min=0.0, support_mask=mask, impl="native")
+    _close(got, reference.cosine_correlation(q, s, 2, 0.0, mask), np.float32)
+
+
+def test_kernel_isa_is_the_best_usable_and_a_bad_request_is_one_clear_error():
+    C = _native.native_module()
+    usable = C.kernel_isas()
+    assert usable and C.kernel_isa() in usable
+    with pytest.raises(ValueError, match="EDGEFSS_KERNEL_ISA must name a kernel variant"):
+        C._set_kernel_isa("avx9000")
+    # a fresh process honours the environment variable and refuses an unusable variant at first use
+    code = ("import numpy as np; from edgefss import _C; print(_C.kernel_isa());"
+            "_C.sinkhorn_log(np.ones((1,2,2),np.float32), np.full((1,2),.5,np.float32), np.full((1,2),.5,np.float32), .5, 2)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "EDGEFSS_KERNEL_ISA": usable[0]})
+    assert res.returncode == 0 and res.stdout.strip() == usable[0], res.stderr
+    bad = "neon" if "neon" not in usable else "avx2"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "EDGEFSS_KERNEL_ISA": bad})
+    assert res.returncode != 0 and "ValueError: EDGEFSS_KERNEL_ISA" in res.stderr and usable[0] in res.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clamp_min", [None, 0.5])
+def test_correlation_zero_channels_is_zero_as_reference(dtype, clamp_min):
+    # cosine of empty vectors (with eps) is 0; the output was uninitialised memory before
+    q, s = np.zeros((2, 0, 40), dtype), np.zeros((2, 0, 7), dtype)
+    for _ in range(3):  # fresh outputs each time: stale heap contents would show
+        got = ops.cosine_correlation(q, s, clamp_min=clamp_min, impl="native")
+        want = reference.cosine_correlation(q, s, 1, clamp_min)
+        assert got.shape == want.shape == (2, 1, 40, 7)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, np.full_like(got, clamp_min or 0.0))
+
+
+def test_empty_sizes_give_empty_results():
+    f32 = np.float32
+    got = ops.cosine_correlation(np.zeros((2, 8, 0), f32), np.zeros((2, 8, 5), f32), impl="native")
+    assert got.shape == (2, 1, 0, 5)
+    got = ops.cosine_correlation(np.zeros((0, 8, 3), f32), np.zeros((0, 8, 5), f32), impl="native")
+    assert got.shape == (0, 1, 3, 5)
+    plan, f, g = ops.sinkhorn_log(np.zeros((0, 3, 4), f32), eps=0.5, n_iter=3, return_duals=True, impl="native")
+    want = reference.sinkhorn_log(np.zeros((0, 3, 4), f32), eps=0.5, n_iter=3, return_duals=True)
+    assert plan.shape == want[0].shape == (0, 3, 4) and f.shape == (0, 3) and g.shape == (0, 4)
+    with pytest.raises(ValueError, match="non-empty"):
+        ops.sinkhorn_log(np.zeros((2, 0, 4), f32), impl="native")

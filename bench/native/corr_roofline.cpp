@@ -8,7 +8,8 @@
 // calls of edgefss::cosine_correlation_cpu on TLG's 13 ResNet-50 layers (4 x 512 ch at S/8,
 // 6 x 1024 at S/16, 3 x 2048 at S/32; clamp 0) into a reused output, as GFLOP/s and % of (1);
 // (3) the largest error against a float64 dot product on 200 sampled entries (exit status 1
-// above 1e-5). Same compiler flags as the extension (-O3, -march=native).
+// above 1e-5). Same compiler flags as the extension; the kernel runs the variant edgefss picks at
+// run time (EDGEFSS_KERNEL_ISA forces one), printed on the first line.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,9 +34,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // 12 independent chains of 8-lane multiply-adds: FMA throughput, not latency, bounds it.
 double fma_peak_gflops() {
 #ifdef EDGEFSS_HAVE_V8F
-  edgefss::v8f acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = edgefss::v8_set1(static_cast<float>(i));
-  const edgefss::v8f m = edgefss::v8_set1(1.0000001f), a = edgefss::v8_set1(1e-7f);
+  namespace simd = edgefss::EDGEFSS_ISA;
+  simd::v8f acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = simd::v8_set1(static_cast<float>(i));
+  const simd::v8f m = simd::v8_set1(1.0000001f), a = simd::v8_set1(1e-7f);
   const long n = 50000000;
   const auto t0 = std::chrono::steady_clock::now();
   for (long k = 0; k < n; ++k)
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
     const double ref = std::max(0.0, dot / ((std::sqrt(nq) + 1e-5) * (std::sqrt(ns) + 1e-5)));
     max_err = std::max(max_err, std::fabs(ref - out[l][i * n + j]));
   }
+  std::printf("kernel variant: %s\n", edgefss::isa_name(edgefss::kernel_isa()).c_str());
   std::printf("FMA peak (register-only loop, one core x %d threads): %.1f GFLOP/s\n", threads, peak);
   std::printf("TLG correlation, 13 layers at %d px: %.1f ms, %.1f GFLOP/s (%.0f %% of peak), max |err| %.1e\n",
               imgsz, best * 1e3, flop / best / 1e9, peak > 0 ? 100.0 * flop / best / 1e9 / peak : 0.0, max_err);

@@ -12,6 +12,8 @@
 #include <string>
 #include <utility>
 
+#include "common/isa.h"
+
 namespace edgefss {
 
 // Thrown for bad arguments; bindings.cpp maps it to Python's ValueError.
@@ -28,6 +30,10 @@ struct ArgumentError : std::invalid_argument {
     }                                                                                      \
   } while (0)
 
+// Everything below is compiled into each kernel variant (see isa.h): a namespace per variant keeps
+// the AVX2 copies of these inline helpers from replacing the baseline ones at link time.
+namespace EDGEFSS_ISA {
+
 // for (i = 0; i < n; ++i) body(i), across OpenMP threads only when `par`: an `omp parallel
 // if (false)` region still costs a team start-up (~1 us), more than a 50x50 Sinkhorn half-step.
 template <typename Body>
@@ -42,7 +48,8 @@ inline void parallel_for(bool par, int64_t n, Body&& body) {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define EDGEFSS_HAVE_V8F 1
-// 8 floats in GCC/Clang vector extensions: AVX on x86, two NEON registers on aarch64 (Jetson).
+// 8 floats in GCC/Clang vector extensions: one AVX register in the avx2 variant, two SSE registers in
+// the x86-64 baseline, two NEON registers on aarch64 (Jetson).
 // Used where auto-vectorisation of exp_vec fails (short rows, reductions with selects).
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -113,4 +120,5 @@ inline double exp_vec(double x) { return std::exp(x); }
 inline v8f exp_v8(v8f x) { return exp_poly(x); }
 #endif
 
+}  // namespace EDGEFSS_ISA
 }  // namespace edgefss

@@ -25,23 +25,26 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+template <typename T>
+__device__ inline T warp_max(T v) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-__device__ inline float warp_sum(float v) {
+template <typename T>
+__device__ inline T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 // Reduction over the whole block (blockDim.x a multiple of 32, <= 1024); all threads get the result.
-template <bool IsMax>
-__device__ inline float block_reduce(float v, float* smem) {
+// smem holds 32 values of T.
+template <bool IsMax, typename T>
+__device__ inline T block_reduce(T v, T* smem) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = IsMax ? warp_max(v) : warp_sum(v);
   if (lane == 0) smem[warp] = v;
   __syncthreads();
-  float r = lane < nw ? smem[lane] : (IsMax ? -INFINITY : 0.f);
+  T r = lane < nw ? smem[lane] : (IsMax ? static_cast<T>(-INFINITY) : T(0));
   r = IsMax ? warp_max(r) : warp_sum(r);
   __syncthreads();
   return r;

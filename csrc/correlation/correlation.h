@@ -29,9 +29,22 @@ struct CorrLayer {
   int64_t P, C, Nq, Ns;
 };
 
+// The CPU kernel; runs the instruction-set variant chosen by kernel_isa() (common/isa.h). Layers
+// with C = 0 are filled with 0 (clamped): the dot product of empty vectors is 0, and so is the
+// reference's result for any eps (it normalises the empty vectors first).
 template <typename T>
 void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, bool clamp, double clamp_min,
                             double eps);
+
+// The variants themselves (correlation_cpu.cpp compiled once per variant).
+#define EDGEFSS_DECLARE_CORRELATION_CPU(ns)                                                                \
+  namespace ns {                                                                                          \
+  template <typename T>                                                                                   \
+  void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, bool clamp, double clamp_min, \
+                              double eps);                                                                \
+  }
+EDGEFSS_DECLARE_CORRELATION_CPU(isa_base)
+EDGEFSS_DECLARE_CORRELATION_CPU(isa_avx2)
 
 #ifdef EDGEFSS_WITH_CUDA
 // float32 only; the layer pointers are HOST memory (copied to and from the current device).

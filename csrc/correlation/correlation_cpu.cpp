@@ -11,6 +11,7 @@
 #include "common/common.h"
 
 namespace edgefss {
+namespace EDGEFSS_ISA {
 namespace {
 
 constexpr int kMR = 6;        // query rows per register tile
@@ -173,6 +174,11 @@ template <typename T>
 void panel(const T* q, const T* spacked, const PackedSupport& ps, int64_t Ch, int64_t Nq, int64_t Ns, int64_t i0,
            int64_t i1, T* out, T* rq, const T* rs, bool clamp, double clamp_min, T* qpack, T* acc, double eps) {
   const int64_t mc = i1 - i0;
+  if (Ch == 0) {  // empty vectors: the dot product is 0, and so is the result for every eps (as the reference)
+    const T v = clamp ? std::max(T(0), static_cast<T>(clamp_min)) : T(0);
+    for (int64_t i = i0; i < i1; ++i) std::fill(out + i * Ns, out + (i + 1) * Ns, v);
+    return;
+  }
   T sumsq[kMC] = {};
   for (int64_t c0 = 0; c0 < Ch; c0 += kKC)
     pack<T, kMR>(q + c0 * Nq, Nq, std::min(kKC, Ch - c0), i0, mc, qpack + c0 * kMC, sumsq);
@@ -248,4 +254,5 @@ void cosine_correlation_cpu(const std::vector<CorrLayer<T>>& layers, int heads, 
 template void cosine_correlation_cpu<float>(const std::vector<CorrLayer<float>>&, int, bool, double, double);
 template void cosine_correlation_cpu<double>(const std::vector<CorrLayer<double>>&, int, bool, double, double);
 
+}  // namespace EDGEFSS_ISA
 }  // namespace edgefss

@@ -61,13 +61,14 @@ __global__ void correlate(const float* q, const float* s, const float* rq, const
   for (int k = 0; k < kRows; ++k) {
     const int64_t i = i0 + ty * kRows + k;
     if (i >= Nq) break;
-    float v = acc[k] * rq[ph * Nq + i] * rs[ph * Ns + j];
+    // C = 0: empty vectors correlate to 0 for every eps (as the CPU kernel and the reference)
+    float v = Ch == 0 ? 0.f : acc[k] * rq[ph * Nq + i] * rs[ph * Ns + j];
     if (clamp) v = fmaxf(v, clamp_min);
     out[(ph * Nq + i) * Ns + j] = v;
   }
 }
 
-int grid_for(int64_t count) { return static_cast<int>(std::min<int64_t>((count + 255) / 256, 65535)); }
+int grid_for(int64_t count) { return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((count + 255) / 256, 65535))); }
 
 }  // namespace
 
@@ -75,6 +76,7 @@ void cosine_correlation_cuda(const std::vector<CorrLayer<float>>& layers, int he
                              double eps) {
   for (const auto& L : layers) {
     const int64_t nq = L.P * L.C * L.Nq, ns = L.P * L.C * L.Ns, no = L.P * heads * L.Nq * L.Ns;
+    if (no == 0) continue;  // an empty output: nothing to launch (a zero-sized grid is a launch error)
     DeviceBuffer<float> dq(nq), ds(ns), dm(L.mask ? L.P * L.Ns : 0), drq(L.P * heads * L.Nq),
         drs(L.P * heads * L.Ns), dout(no);
     EDGEFSS_CUDA_CHECK(cudaMemcpy(dq.ptr, L.q, nq * sizeof(float), cudaMemcpyHostToDevice));

@@ -18,9 +18,20 @@
 
 namespace edgefss {
 
+// The CPU kernel; runs the instruction-set variant chosen by kernel_isa() (common/isa.h).
 template <typename T>
 int sinkhorn_log_cpu(const T* cost, const T* a, const T* b, int64_t B, int64_t n, int64_t m, double eps,
                      int n_iter, double stop_thr, T* plan, T* f, T* g);
+
+// The variants themselves (sinkhorn_cpu.cpp compiled once per variant).
+#define EDGEFSS_DECLARE_SINKHORN_CPU(ns)                                                                   \
+  namespace ns {                                                                                          \
+  template <typename T>                                                                                   \
+  int sinkhorn_log_cpu(const T* cost, const T* a, const T* b, int64_t B, int64_t n, int64_t m, double eps, \
+                       int n_iter, double stop_thr, T* plan, T* f, T* g);                                 \
+  }
+EDGEFSS_DECLARE_SINKHORN_CPU(isa_base)
+EDGEFSS_DECLARE_SINKHORN_CPU(isa_avx2)
 
 #ifdef EDGEFSS_WITH_CUDA
 // Same contract, float32 only; pointers are HOST memory (copied to and from the current device).

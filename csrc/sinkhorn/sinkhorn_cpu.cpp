@@ -22,6 +22,7 @@
 #include "common/common.h"
 
 namespace edgefss {
+namespace EDGEFSS_ISA {
 namespace {
 
 // Parallel regions cost microseconds; TLG's 50x50 problems are far smaller than that. Without
@@ -284,4 +285,5 @@ template int sinkhorn_log_cpu<float>(const float*, const float*, const float*, i
 template int sinkhorn_log_cpu<double>(const double*, const double*, const double*, int64_t, int64_t, int64_t,
                                       double, int, double, double*, double*, double*);
 
+}  // namespace EDGEFSS_ISA
 }  // namespace edgefss
