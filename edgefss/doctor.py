@@ -106,6 +106,7 @@ def _native_info() -> dict:
     try:
         info["cuda_compiled"] = bool(mod.with_cuda())
         info["cuda_device"] = bool(mod.cuda_available())
+        info["kernel_isa"] = mod.kernel_isa()  # CPU kernel variant picked at run time (csrc/common/isa.h)
     except Exception as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
     return info
@@ -248,7 +249,7 @@ def format_report(info: dict) -> str:
     n = info["native"]
     if n["cpu"]:
         cuda = "CUDA kernels + device" if n["cuda_device"] else ("CUDA kernels, no device" if n["cuda_compiled"] else "no CUDA")
-        lines.append(f"  [x] edgefss._C   CPU, {cuda}")
+        lines.append(f"  [x] edgefss._C   CPU ({n.get('kernel_isa', '?')} kernels), {cuda}")
     else:
         lines.append("  [ ] edgefss._C   not built (NumPy reference ops are used)")
         missing.append(("edgefss._C", n))
