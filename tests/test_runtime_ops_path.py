@@ -125,7 +125,7 @@ def rt_cst_has_native() -> bool:
     return has_native()
 
 
-def test_ops_choice_errors_and_auto(corr_bundle, tmp_path):
+def test_ops_choice_errors_and_auto(corr_bundle, tmp_path, monkeypatch):
     from edgefss.runtime import Segmenter, hotpath
     from test_runtime import build_tiny_bundle
 
@@ -139,8 +139,20 @@ def test_ops_choice_errors_and_auto(corr_bundle, tmp_path):
             with pytest.raises(InputError, match="learner"):
                 Segmenter.load(b, ops=ops)
         assert Segmenter.load(b, ops="auto").ops_path == "graph"
-    expect = hotpath.auto_choice("onnxruntime", "cpu") if rt_cst_has_native() else "graph"
-    assert Segmenter.load(corr_bundle).ops_path == expect  # "auto" is the default
+    # the table holds the faster path of the recorded measurement, for every row
+    for key, f in hotpath.AUTO_FIGURES.items():
+        assert hotpath.AUTO[key] == ("native" if f["native_head_ms"] < f["graph_head_ms"] else "graph"), key
+    assert hotpath.AUTO_FIGURES[("onnxruntime", "cpu")]["graph_head_ms"] < \
+        hotpath.AUTO_FIGURES[("onnxruntime", "cpu")]["native_head_ms"]  # measured: the head graph wins
+    assert Segmenter.load(corr_bundle).ops_path == "graph"  # "auto" is the default
+    # auto follows the table: where it says native, native runs when the extension is there
+    monkeypatch.setitem(hotpath.AUTO, ("onnxruntime", "cpu"), "native")
+    assert Segmenter.load(corr_bundle, backend="onnxruntime", device="cpu").ops_path == \
+        ("native" if rt_cst_has_native() else "graph")
+    monkeypatch.setenv("EDGEFSS_FORCE_REFERENCE", "1")
+    assert Segmenter.load(corr_bundle, backend="onnxruntime", device="cpu").ops_path == \
+        ("reference" if rt_cst_has_native() else "graph")
+    monkeypatch.delenv("EDGEFSS_FORCE_REFERENCE")
     # a quantised bundle's gated graph is `head`: auto never swaps in the FP32 learner
     man = json.loads((corr_bundle / "manifest.json").read_text())
     seg = Segmenter.load(corr_bundle, ops="graph")
