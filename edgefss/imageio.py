@@ -53,7 +53,10 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
             raise InputError(f"{name}: '{path}' is empty (0 bytes); expected a JPEG/PNG image")
         orientation = _check_header(path, name)
         cv2 = _cv2()
-        data = np.fromfile(str(path), dtype=np.uint8)
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except OSError as exc:  # permissions, a folder, an I/O error: one line, not a traceback
+            raise InputError(f"{name}: cannot read '{path}': {exc.strerror or exc}") from exc
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise InputError(
@@ -206,7 +209,11 @@ def _read_mask_file(path: Path, name: str) -> np.ndarray:
     arr = _read_indexed_png(path)
     if arr is None:
         cv2 = _cv2()
-        arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read '{path}': {exc.strerror or exc}") from exc
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise InputError(f"{name}: '{path}' could not be decoded as a PNG mask")
     return apply_orientation(arr, orientation)

@@ -17,6 +17,7 @@ VERBS = {
     "export": ("edgefss.cli.export", "export TLG/CST to a verified ONNX/OpenVINO/TensorRT bundle (FP32/FP16/INT8)"),
     "predict": ("edgefss.cli.predict", "segment query images with a bundle, given support images + class names"),
     "eval": ("edgefss.cli.evaluate", "few-shot evaluation (mIoU, FB-IoU, 0/1 exact ratio) on a dataset"),
+    "benchmark": ("edgefss.cli.benchmark", "latency of torch eager and bundles: p50/p90, ×torch, export cost"),
     "train": ("edgefss.cli.train", "episodic training of the TLG/CST heads (frozen backbones)"),
     "demo": ("edgefss.cli.demo", "camera/video/folder app: live overlays with a bundle (torch-free)"),
     "doctor": ("edgefss.cli.doctor", "what is installed and what each missing piece would enable"),

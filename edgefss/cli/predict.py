@@ -3,9 +3,13 @@
     edgefss predict --bundle B --support dog1.jpg:dog cat.jpg:cat [--support-mask dog1.jpg:dog1.png] \
         --query q.jpg [--query q2.jpg] --out mask.png
 
-Writes the label mask PNG (0 background, i = i-th class in order of first appearance) and an
-overlay PNG (<out stem>_overlay.png) per query. With several queries the outputs are named
-<out stem>_<query stem>.png. Torch-free.
+Writes a mask PNG per query that any viewer shows: with one class 0 = background, 255 = the
+class; with several a palette PNG whose pixel values are the class indices (0 background, i = the
+i-th class in order of first appearance) and whose palette has the overlay's colours.
+`--raw-mask` writes the bare index map instead (gray, values 0..N). Next to it an overlay PNG
+(<out stem>_overlay<suffix>). With several queries the outputs are <out stem>_<query stem><suffix>;
+names that would collide get -2, -3, ... (said on stdout). No output may overwrite an input.
+Files are written atomically (temp + rename). Torch-free.
 """
 
 from __future__ import annotations
@@ -38,17 +42,55 @@ def add_arguments(p) -> None:
                    help="default: the bundle's backend")
     p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    p.add_argument("--raw-mask", action="store_true",
+                   help="write the raw class-index map (0 background, i = i-th class; looks black in viewers) "
+                        "instead of the viewable mask (0/255 for one class, a palette PNG for several)")
     p.add_argument("--refine-steps", type=int, default=0, help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the predicted query mask, TLG its query pseudo-mask")
 
 
-def _out_paths(out: Path, query: str, several: bool) -> tuple[Path, Path]:
-    stem = f"{out.stem}_{Path(query).stem}" if several else out.stem
-    return out.with_name(stem + ".png"), out.with_name(stem + "_overlay.png")
+def plan_outputs(out: Path, queries: list, inputs: dict) -> tuple[list, list]:
+    """(mask path, overlay path) per query, and notes for renamed ones.
+
+    Names keep --out's suffix as given. Refuses (InputError) any output that is an input;
+    outputs that would collide with each other get -2, -3, ... and a note saying which.
+    """
+    from edgefss.fsio import check_not_input, unique_path
+
+    several = len(queries) > 1
+    taken: set = set()
+    plan, notes = [], []
+    for q in queries:
+        stem = f"{out.stem}_{Path(q).stem}" if several else out.stem
+        pair = []
+        for want in (out.with_name(stem + out.suffix), out.with_name(stem + "_overlay" + out.suffix)):
+            check_not_input(want, inputs)
+            got = unique_path(want, taken)
+            if got != want:
+                check_not_input(got, inputs)
+                notes.append(f"note: {q}: '{want}' is already an output of this run; writing '{got}'")
+            pair.append(got)
+        plan.append(tuple(pair))
+    return plan, notes
+
+
+def viewable_mask(mask, n_classes: int, raw: bool = False):
+    """(image, palette or None) to write for a (H, W) uint8 label mask: raw indices (raw=True),
+    0/255 for one class, else the indices with the overlay colours as a PNG palette."""
+    import numpy as np
+
+    from edgefss.runtime.visualize import palette
+
+    if raw:
+        return mask, None
+    if n_classes <= 1:
+        return (mask > 0).astype(np.uint8) * 255, None
+    return mask, palette(n_classes)
 
 
 def run(args) -> int:
+    from edgefss.fsio import write_png_atomic
     from edgefss.runtime import Segmenter
-    from edgefss.runtime.visualize import overlay, write_png
+    from edgefss.runtime.visualize import overlay
     from edgefss.transforms import load_image
 
     pairs = [split_spec(s, "--support") for s in args.support]
@@ -59,18 +101,21 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out: {str(out)!r} must end in .png")
+    inputs = {q: "--query" for q in args.query}
+    inputs.update({i: "--support" for i, _ in pairs})
+    inputs.update({m: "--support-mask" for m in masks.values()})
+    plan, notes = plan_outputs(out, list(args.query), inputs)  # before minutes of work
 
     seg = Segmenter.load(args.bundle, backend=args.backend, threads=args.threads, device=args.device)
     seg.set_support([i for i, _ in pairs], [c for _, c in pairs], masks=[masks.get(i) for i, _ in pairs])
-    several = len(args.query) > 1
-    stems = [Path(q).stem for q in args.query]
-    if several and len(set(stems)) != len(stems):
-        raise InputError(f"--query: several queries share a file name stem {stems}; outputs would collide")
-    for q in args.query:
+    for line in notes:
+        print(line)
+    for q, (mask_path, ov_path) in zip(args.query, plan):
         pred = seg.predict(q, refine_steps=args.refine_steps)
-        mask_path, ov_path = _out_paths(out, q, several)
-        write_png(mask_path, pred.mask, rgb=False)
-        write_png(ov_path, overlay(load_image(q, "query"), pred.mask, pred.classes, probs=pred.probs))
+        img, pal = viewable_mask(pred.mask, len(pred.classes), getattr(args, "raw_mask", False))
+        write_png_atomic(mask_path, img, rgb=False, palette=pal, what="--out")
+        write_png_atomic(ov_path, overlay(load_image(q, "query"), pred.mask, pred.classes, probs=pred.probs),
+                         what="--out (overlay)")
         found = [f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok]
         found = found or ["none"]
         print(f"{q}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms")
