@@ -94,10 +94,10 @@ def _openvino_info() -> dict:
 
 def _native_info() -> dict:
     from edgefss.ops import has_native
-    from edgefss.ops._native import native_module
+    from edgefss.ops._native import native_error, native_module
 
     if not has_native():
-        return {"cpu": False, "cuda_compiled": False, "cuda_device": False,
+        return {"cpu": False, "cuda_compiled": False, "cuda_device": False, "import_error": native_error(),
                 "enables": "fast Sinkhorn/correlation kernels (C++/OpenMP, CUDA)",
                 "pip": "pip install --force-reinstall --no-deps .  (with a C++ compiler and CMake; "
                        "nvcc for the CUDA kernels)"}
@@ -251,7 +251,7 @@ def format_report(info: dict) -> str:
         cuda = "CUDA kernels + device" if n["cuda_device"] else ("CUDA kernels, no device" if n["cuda_compiled"] else "no CUDA")
         lines.append(f"  [x] edgefss._C   CPU ({n.get('kernel_isa', '?')} kernels), {cuda}")
     else:
-        lines.append("  [ ] edgefss._C   not built (NumPy reference ops are used)")
+        lines.append(f"  [ ] edgefss._C   cannot be imported, NumPy reference ops are used ({n['import_error']})")
         missing.append(("edgefss._C", n))
     c = info["cpu"]
     lines += ["", f"cpu: {c['model'] or 'unknown'} ({c['arch']}, {c['cores']} logical cores)",

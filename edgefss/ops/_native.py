@@ -15,25 +15,34 @@ from edgefss.ops.checks import check_correlation_args, check_sinkhorn_args
 
 _MOD = None
 _TRIED = False
+_ERROR: str | None = None  # why `import edgefss._C` failed, verbatim
 
 
 def native_module(required: bool = False):
-    """The imported `edgefss._C`, or None when it was not built (BackendUnavailableError if `required`)."""
-    global _MOD, _TRIED
+    """The imported `edgefss._C`, or None when it cannot be imported (BackendUnavailableError if
+    `required`, with the import error and the reinstall line)."""
+    global _MOD, _TRIED, _ERROR
     if not _TRIED:
         _TRIED = True
         try:
             from edgefss import _C  # type: ignore[attr-defined]
 
             _MOD = _C
-        except ImportError:
-            _MOD = None
+        except ImportError as exc:  # not built, or built but unloadable (missing symbol/library)
+            _MOD, _ERROR = None, f"{type(exc).__name__}: {exc}"
     if _MOD is None and required:
         raise BackendUnavailableError(
-            "the native extension edgefss._C was not built; reinstall with a C++ compiler and "
-            "CMake available: pip install --force-reinstall --no-deps ."
+            f"the native extension edgefss._C cannot be imported ({_ERROR}); reinstall with a C++ "
+            "compiler and CMake available: pip install --force-reinstall --no-deps ."
         )
     return _MOD
+
+
+def native_error() -> str | None:
+    """The ImportError of `edgefss._C` ("ModuleNotFoundError: ..." when it was never built), or
+    None when it imported."""
+    native_module()
+    return _ERROR
 
 
 def has_native() -> bool:

@@ -98,3 +98,39 @@ def test_doctor_does_not_import_torch():
                        env={**__import__('os').environ, "PYTHONPATH": str(repo)}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "[x] torch" in r.stdout or "[ ] torch" in r.stdout  # reported from metadata, never imported
+
+
+class _BrokenExtension:
+    """sys.meta_path finder: importing edgefss._C fails as a stale/mis-linked build does."""
+
+    MESSAGE = "libgomp.so.1: cannot open shared object file: No such file or directory"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "edgefss._C":
+            raise ImportError(self.MESSAGE)
+        return None
+
+
+def test_native_import_error_reaches_doctor_and_the_native_error(monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    import edgefss
+    from edgefss.cli import main
+    from edgefss.errors import BackendUnavailableError
+    from edgefss.ops import _native
+
+    monkeypatch.delitem(sys.modules, "edgefss._C", raising=False)
+    monkeypatch.delattr(edgefss, "_C", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenExtension(), *sys.meta_path])
+    monkeypatch.setattr(_native, "_TRIED", False)
+    monkeypatch.setattr(_native, "_MOD", None)
+    monkeypatch.setattr(_native, "_ERROR", None)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "[ ] edgefss._C" in out and _BrokenExtension.MESSAGE in out
+    assert main(["doctor", "--json"]) == 0
+    assert _BrokenExtension.MESSAGE in json.loads(capsys.readouterr().out)["native"]["import_error"]
+    with pytest.raises(BackendUnavailableError, match="cannot open shared object file.*--force-reinstall"):
+        _native.native_module(required=True)
