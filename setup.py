@@ -71,7 +71,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["edgefss", "edgefss.*"]),
-    package_data={"edgefss": ["recipes/*.json", "data/*.json"]},
+    # Export recipes and the synthetic FP32 verification set (edgefss/packaged.py) ship in the wheel.
+    package_data={"edgefss": ["recipes/*.json", "data/*.json", "data/verify/index.csv", "data/verify/images/*.png",
+                              "data/verify/masks/*.png"]},
     install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "tqdm>=4.60", "pillow>=9"],
     extras_require=extras,
     ext_modules=[CMakeExtension("edgefss._C")],

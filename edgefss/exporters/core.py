@@ -20,6 +20,7 @@ from edgefss.exporters.graphs import ModelGraphs, load_graphs
 from edgefss.exporters.onnx_export import OPSET, export_graph, io_signature
 from edgefss.exporters.options import ExportOptions, as_dict
 from edgefss.exporters.verify import format_verification, verify_graphs
+from edgefss.packaged import verification_folder
 from edgefss.quant.episodes import default_calib_folders, find_episodes
 from edgefss.quant.feeds import FeedBuilder
 from edgefss.quant.gate import format_sensitivity, node_groups
@@ -56,8 +57,9 @@ def _episodes(o: ExportOptions, log):
         pass
     calib_folders = [Path(o.calib)] if o.calib else default
     verify_src = default or calib_folders
-    if verify_src is None:
-        raise InputError("verification needs real images: ../shared/data is missing; pass --calib DIR")
+    if verify_src is None:  # installed without ../shared/data: the packaged synthetic set (edgefss/packaged.py)
+        verify_src = [verification_folder()]
+        log(f"verification: no sample data found; using the packaged synthetic set {verify_src[0]}")
     verify = find_episodes(verify_src, o.verify_episodes, shots=o.shots, seed=1)
     if not o.int8:
         return verify, [], []

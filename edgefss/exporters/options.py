@@ -12,8 +12,9 @@ from pathlib import Path
 
 from edgefss.config import BACKENDS, MODEL_NAMES
 from edgefss.errors import InputError
+from edgefss.packaged import recipe_dir
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
+RECIPE_DIR = recipe_dir()  # edgefss/recipes/, shipped in the wheel (edgefss/packaged.py)
 
 
 @dataclass
