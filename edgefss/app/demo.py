@@ -6,13 +6,15 @@ Used by `edgefss demo` and examples/camera_app.py. Imports only the runtime (nev
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgefss.app.sink import open_sink
+from edgefss.app.sink import check_output, open_sink
 from edgefss.app.stream import open_source
+from edgefss.bundle import unwind_on_signals
 from edgefss.errors import InputError, require
 from edgefss.runtime import Segmenter
 from edgefss.runtime.visualize import overlay
@@ -50,12 +52,15 @@ class DemoConfig:
 @dataclass
 class DemoStats:
     """frames: frames segmented; fps: mean end-to-end frames/s; latency_ms: per-frame predict()
-    times in ms; present: per class, the number of frames where it was found."""
+    times in ms; present: per class, the number of frames where it was found; skipped: unreadable
+    source frames; resized: frames of another size resized to the video's."""
 
     frames: int = 0
     fps: float = 0.0
     latency_ms: list = field(default_factory=list)
     present: dict = field(default_factory=dict)
+    skipped: int = 0  # source frames that could not be read (each named on stderr)
+    resized: int = 0  # frames resized to the video's size (said once on stderr)
 
 
 def draw_hud(rgb: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
@@ -69,6 +74,19 @@ def draw_hud(rgb: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
     rgb[max(0, y - h - 6):, : w + 12] //= 3  # darken behind the text for contrast
     cv2.putText(rgb, text, (6, y - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return rgb
+
+
+def _check_not_source(source, output) -> None:
+    """The annotated output must not replace the source (a folder of frames, a video file)."""
+    from pathlib import Path
+
+    from edgefss.fsio import same_file
+
+    if output is None or isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        return
+    if Path(source).exists() and same_file(source, output):
+        raise InputError(f"output: '{output}' is the source itself; choose another output so the "
+                         "frames are not overwritten")
 
 
 def _headless() -> bool:
@@ -93,10 +111,13 @@ def run_demo(cfg: DemoConfig, segmenter: Segmenter | None = None, progress=None)
         raise InputError("output: no display found (DISPLAY unset); pass --output out.mp4 or --output frames/ for headless mode")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise InputError(f"max_frames: expected a positive int or None, got {cfg.max_frames!r}")
+    check_output(cfg.output)
+    _check_not_source(cfg.source, cfg.output)
     seg = segmenter or Segmenter.load(cfg.bundle, backend=cfg.backend, threads=cfg.threads, device=cfg.device)
     seg.set_support(list(cfg.support), list(cfg.classes), None if cfg.masks is None else list(cfg.masks))
     stats = DemoStats(present={c: 0 for c in seg.classes})
-    with open_source(cfg.source) as src:
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the video written so far is finished and kept
+    with unwind_on_signals(), open_source(cfg.source) as src:
         sink = open_sink(cfg.output, src.fps)
         ok, ema, t_start = False, None, time.perf_counter()
         try:
@@ -111,13 +132,18 @@ def run_demo(cfg: DemoConfig, segmenter: Segmenter | None = None, progress=None)
                 stats.latency_ms.append(dt * 1e3)
                 for c, p in zip(pred.classes, pred.present):
                     stats.present[c] += int(bool(p))
+                more = sink.write(name, vis)  # written before it is reported as processed
                 if progress is not None:
                     progress(stats, name)
-                if not sink.write(name, vis) or (cfg.max_frames and stats.frames >= cfg.max_frames):
+                if not more or (cfg.max_frames and stats.frames >= cfg.max_frames):
                     break
             ok = True
         finally:
-            sink.close(ok)
+            stats.skipped = getattr(src, "skipped", 0)
+            stats.resized = getattr(sink, "resized", 0)
+            note = sink.close(ok)
+            if note:
+                print(note, file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t_start
     stats.fps = stats.frames / elapsed if elapsed > 0 else 0.0
     return stats

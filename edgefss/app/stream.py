@@ -6,6 +6,7 @@ manager that releases the camera/file. Bad sources raise InputError naming the s
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -39,17 +40,31 @@ class FrameSource:
 
 
 class FolderSource(FrameSource):
-    """Images of a folder in sorted name order (frame sequences such as DAVIS)."""
+    """Images of a folder in sorted name order (frame sequences such as DAVIS).
 
-    def __init__(self, folder: Path):
+    A frame that cannot be read is skipped with a line naming it (`skipped` counts them), so one
+    bad file does not end the video. Names are the file stems, or `stem_suffix` where two files
+    share a stem (0001.jpg, 0001.png)."""
+
+    def __init__(self, folder: Path, log=None):
         self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise InputError(f"source: folder '{folder}' holds no images; expected {', '.join(IMAGE_SUFFIXES)} files")
         self.description = f"folder '{folder}' ({len(self.files)} images)"
+        stems = [p.stem for p in self.files]
+        self.names = [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix[1:]}" for p in self.files]
+        self.skipped = 0
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def __iter__(self):
-        for p in self.files:
-            yield p.stem, load_image(p, f"source frame '{p}'")
+        for name, p in zip(self.names, self.files):
+            try:
+                frame = load_image(p, f"source frame '{p}'")
+            except InputError as exc:
+                self.skipped += 1
+                self.log(f"skipped frame: {exc}")
+                continue
+            yield name, frame
 
 
 class CaptureSource(FrameSource):

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mask of a support image (default: the on-device pseudo-mask)")
     p.add_argument("--source", default="0", help="camera index, video file or folder of images (default 0)")
     p.add_argument("--output", default=None, metavar="PATH",
-                   help="headless mode: annotated video (.mp4/.avi) or folder of PNGs; default: a window")
+                   help="headless mode: annotated video (.mp4/.avi/.mkv/.mov; kept up to the last frame if "
+                        "interrupted) or a folder (no suffix) of PNGs; default: a window")
     p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
                    help="engine (default: the bundle's)")
     p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
@@ -62,6 +63,8 @@ def run(args) -> int:
     med = lat[len(lat) // 2] if lat else float("nan")
     found = ", ".join(f"{c} in {n}" for c, n in stats.present.items())
     print(f"{stats.frames} frames, {stats.fps:.1f} FPS end-to-end, median predict {med:.1f} ms; found {found}")
+    if stats.skipped or stats.resized:
+        print(f"{stats.skipped} unreadable source frames skipped, {stats.resized} frames resized to the video's size")
     if args.output:
         print(f"wrote {args.output}")
     return 0
