@@ -323,13 +323,17 @@ def test_torch_tlg_external_query_pseudo_replaces_the_prior(davis_pair, monkeypa
         p.predict(query, query_pseudo=[np.ones(hw, np.uint8)] * 2)  # one class in the support set
 
 
-def test_cli_eval_refuses_gt_query_pseudo_with_a_bundle(tmp_path, capsys):
-    # a bundle's Segmenter has no query pseudo-mask input: one clear error, before any loading
+def test_cli_eval_refuses_gt_query_pseudo_for_cst(tmp_path, shared_data, capsys):
+    # CST has no query pseudo-mask input: one clear error, before any episode runs
+    pytest.importorskip("torch")
     from edgefss.cli import main
 
-    rc = main(["eval", "--bundle", str(tmp_path / "b"), "--query-pseudo", "gt", "--data", str(tmp_path)])
-    assert rc != 0
-    assert "--query-pseudo gt" in capsys.readouterr().err
+    rc = main(["eval", "--model", "cst", "--imgsz", "64", "--query-pseudo", "gt", "--episodes", "1",
+               "--data", str(shared_data / "fss1000_example_eiffel"), "--out", str(tmp_path / "ev"),
+               "--no-progress"])
+    assert rc == 1
+    assert "--query-pseudo gt: cst has no query pseudo-mask input" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
 
 
 @pytest.mark.parametrize("folder", ["davis2016_val_subset", "coco_tiny16"])

@@ -39,11 +39,11 @@ def add_arguments(p) -> None:
                    help="support masks: withheld (model's pseudo-masks, weak supervision) or the GT masks")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="k refinement steps (0 = plain prediction). TLG: the predicted query mask becomes the "
-                        "head's query pseudo-mask; CST (bundles): IMR-style mutual refinement of the support "
-                        "masks. The PyTorch --model path refines TLG only")
+                        "head's query pseudo-mask; CST: IMR-style mutual refinement of the support masks "
+                        "(--model and --bundle alike)")
     p.add_argument("--query-pseudo", choices=["prior", "gt"], default="prior",
                    help="TLG query pseudo-mask: the on-device prior, or the query's GT mask fed as an external "
-                        "mask (oracle upper bound of the pseudo-mask source; PyTorch --model only)")
+                        "mask (oracle upper bound of the pseudo-mask source; TLG --model or --bundle)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--worst", type=int, default=8, help="save overlays of this many lowest-IoU episodes")
     p.add_argument("--compare", default=None, help="another run's eval.json (same episodes) to compare with")
@@ -57,17 +57,15 @@ def run(args) -> int:
     from edgefss.eval.predictors import load_predictor
     from edgefss.eval.runner import compare, evaluate, unsampled_note
 
-    if args.query_pseudo == "gt" and args.bundle:
-        # Segmenter.predict has no query pseudo-mask input: only the PyTorch TLG predictor takes one
-        raise InputError("--query-pseudo gt: needs --model tlg (PyTorch); a --bundle has no query "
-                         "pseudo-mask input")
-
     ds = load_dataset(args.data, args.dataset, fold=args.fold, splits=args.splits)
     protocol = args.protocol if args.protocol != "auto" else ("fss" if args.way == 1 else "fscs")
     sampler = EpisodeSampler(ds, way=args.way, shot=args.shot, seed=args.seed, protocol=protocol)
     episodes = args.episodes if args.episodes is not None else auto_episodes(ds)
     predictor, meta = load_predictor(args.model, args.checkpoint, args.bundle, args.backend, args.imgsz,
                                      args.clip_checkpoint, args.threads)
+    if args.query_pseudo == "gt" and predictor.adapter.refine_mode != "query":
+        raise InputError(f"--query-pseudo gt: {meta['model']} has no query pseudo-mask input; it is a TLG "
+                         "option (--model tlg or a TLG --bundle)")
     if meta.get("random_init"):
         print("[eval] WARNING: randomly initialised weights (no checkpoint): the scores are not meaningful")
     res = evaluate(predictor, ds, sampler, episodes, sup=args.sup, refine_steps=args.refine_steps,
