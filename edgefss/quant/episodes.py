@@ -22,6 +22,9 @@ from edgefss.errors import InputError
 from edgefss.index_csv import read_index
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# layout folder names that are never class names (issue 14: 'images', 'masks' became TLG classes)
+IMAGE_FOLDERS = ("images", "image", "imgs", "img", "jpegimages", "photos")
+MASK_FOLDERS = ("masks", "mask", "annotations", "labels", "gt", "segmentationclass", "segmentationobject")
 DEFAULT_FOLDERS = ("davis2016_val_subset", "coco_tiny16", "fss1000_example_eiffel", "perseg_examples")
 
 
@@ -89,6 +92,10 @@ def _scan(folder: Path) -> list[Sample]:
         dirs.sort()
         root = Path(root)
         cls = root.name if root != folder else folder.name
+        if root != folder and root.name.lower() in MASK_FOLDERS:
+            continue  # `masks/` holds masks, not images (paired below by stem)
+        if cls.lower() in IMAGE_FOLDERS:  # `<class>/images/`: a layout folder, not a class name
+            cls = root.parent.name
         stems_with_jpg = {Path(f).stem for f in files if Path(f).suffix.lower() in (".jpg", ".jpeg")}
         for f in sorted(files):
             p = root / f
@@ -97,7 +104,11 @@ def _scan(folder: Path) -> list[Sample]:
             # FSS-1000 keeps N.jpg beside its mask N.png: the PNG is a mask, not an image
             if p.suffix.lower() == ".png" and p.stem in stems_with_jpg:
                 continue
-            out.append(Sample(p, _mask_next_to(p) if p.suffix.lower() != ".png" else None, cls))
+            m = _mask_next_to(p) if p.suffix.lower() != ".png" else None
+            if m is None and root.name.lower() in IMAGE_FOLDERS:  # <class>/masks/<stem>.png
+                m = next((q for q in root.parent.glob(f"*/{p.stem}.png") if q.parent.name.lower() in MASK_FOLDERS),
+                         None)
+            out.append(Sample(p, m, cls))
     return out
 
 

@@ -30,6 +30,7 @@ from edgefss.runtime import postprocess as post
 from edgefss.runtime.adapters import Adapter, mask_to_grid, stack_entries  # noqa: F401 (re-export)
 from edgefss.runtime.refine import refine_support_masks
 from edgefss.runtime.session import Backend, open_backend
+from edgefss.text.prompts import canonical_name as class_key
 from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask, resize_prob
 
 # Largest support batch per head call: bounds memory (the CST correlation is ~100 MB per support
@@ -198,7 +199,12 @@ class Segmenter:
                 "expected one per image (None for none)"
             )
         self.adapter.check_classes(class_names)
-        classes = list(dict.fromkeys(class_names))
+        # one class per canonical name ('dog', 'Dog', 'dog ' are one class); shown as first spelt
+        keys = [class_key(c) for c in class_names]
+        shown = {}
+        for k, c in zip(keys, class_names):
+            shown.setdefault(k, " ".join(c.split()))
+        classes = list(shown)
         if len(classes) > 255:
             raise InputError(f"class_names: {len(classes)} classes; at most 255 fit the uint8 label mask")
 
@@ -229,12 +235,13 @@ class Segmenter:
             entries[i] = self.adapter.support_entry(enc, full_mask, name)
 
         # class-major order so each class's shots are contiguous in the head batch
-        order = [i for c in classes for i, n in enumerate(class_names) if n == c]
+        order = [i for c in classes for i, n in enumerate(keys) if n == c]
         groups, pos = [], 0
         for c in classes:
-            k = class_names.count(c)
+            k = keys.count(c)
             groups.append(tuple(range(pos, pos + k)))
             pos += k
+        classes = [shown[c] for c in classes]  # displayed as the user first spelt them
         ordered = [entries[i] for i in order]
         step = self.max_batch
         chunks = tuple(stack_entries(ordered[s:s + step]) for s in range(0, len(ordered), step))
