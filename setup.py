@@ -54,13 +54,15 @@ class CMakeBuild(build_ext):
 
 
 TORCH = ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.2"]
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus_client>=0.20"]
 extras = {
     "torch": TORCH,
     "openvino": ["openvino>=2024.0", "nncf>=2.12"],
     "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0"],
     "plots": ["matplotlib>=3.7"],
-    "dev": TORCH + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6", "pot>=0.9.4",
-                    "matplotlib>=3.7", "psutil>=5.9"],
+    "serve": SERVE,
+    "dev": TORCH + SERVE + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6", "pot>=0.9.4",
+                            "matplotlib>=3.7", "psutil>=5.9", "selenium>=4.10"],
 }
 
 setup(
@@ -73,7 +75,7 @@ setup(
     packages=find_packages(include=["edgefss", "edgefss.*"]),
     # Export recipes and the synthetic FP32 verification set (edgefss/packaged.py) ship in the wheel.
     package_data={"edgefss": ["recipes/*.json", "data/*.json", "data/verify/index.csv", "data/verify/images/*.png",
-                              "data/verify/masks/*.png"]},
+                              "data/verify/masks/*.png", "serve/static/*"]},
     install_requires=["numpy>=1.23", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "tqdm>=4.60", "pillow>=9"],
     extras_require=extras,
     ext_modules=[CMakeExtension("edgefss._C")],

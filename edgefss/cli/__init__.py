@@ -21,6 +21,7 @@ VERBS = {
     "train": ("edgefss.cli.train", "episodic training of the TLG/CST heads (frozen backbones)"),
     "demo": ("edgefss.cli.demo", "camera/video/folder app: live overlays with a bundle (torch-free)"),
     "doctor": ("edgefss.cli.doctor", "what is installed and what each missing piece would enable"),
+    "serve": ("edgefss.cli.serve", "HTTP API + web page over bundles: support sets, predict, MJPEG, /metrics"),
 }
 
 
