@@ -49,7 +49,8 @@ def graph_defs(model) -> dict:
     """The exporter's graph wrappers around an already built TLG or CST model.
 
     Returns:
-        {"encoder": GraphDef, "head": GraphDef} with the bundle's I/O names (design.md "Graph I/O names").
+        {"encoder": GraphDef, "head": GraphDef} with the bundle's I/O names and dynamic axes
+        (design.md "Graph I/O names"), ready for `exporters.onnx_export.export_graph` too.
     """
     from edgefss.exporters.graphs import GraphDef
     from edgefss.models.tlg import TLG
@@ -59,11 +60,13 @@ def graph_defs(model) -> dict:
 
         io = tlg_io(model)
         wrappers = {"encoder": TLGEncoderGraph(model), "head": TLGHeadGraph(model)}
-        return {n: GraphDef(w.eval(), list(io[n]["inputs"]), list(io[n]["outputs"])) for n, w in wrappers.items()}
+        return {n: GraphDef(w.eval(), list(io[n]["inputs"]), list(io[n]["outputs"]), dict(io[n]["dynamic_axes"]))
+                for n, w in wrappers.items()}
     from edgefss.exporters.cst_graphs import CST_IO, CSTEncoderGraph, CSTHeadGraph
 
     wrappers = {"encoder": CSTEncoderGraph(model), "head": CSTHeadGraph(model)}
-    return {n: GraphDef(w.eval(), list(CST_IO[n][0]), list(CST_IO[n][1])) for n, w in wrappers.items()}
+    return {n: GraphDef(w.eval(), list(CST_IO[n][0]), list(CST_IO[n][1]), dict(CST_IO[n][2]))
+            for n, w in wrappers.items()}
 
 
 def torch_manifest(kind: str, graphs: dict, imgsz: int, checkpoint=None, clip_checkpoint=None) -> dict:
