@@ -232,11 +232,36 @@ def export_workdir():
     root = Path(tempfile.gettempdir())
     _remove_stale_workdirs(root)
     with unwind_on_signals():
-        d = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=root))
+        try:
+            d = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=root))
+        except OSError as exc:
+            _raise_output_error(exc, f"export: cannot create a work folder in '{root}' (set TMPDIR elsewhere)")
+            raise
         try:
             yield d
+        except OSError as exc:
+            _raise_output_error(exc, f"export: cannot write intermediate graphs in '{d}' (set TMPDIR elsewhere)",
+                                only_disk=True)
+            raise
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _raise_output_error(exc, what: str, only_disk: bool = False) -> None:
+    """Re-raise a plain OSError of a write (disk full, read-only, permissions) as one-line
+    OutputError naming `what`; anything else is left alone. only_disk: just ENOSPC/EDQUOT/EROFS
+    (inside the work folder another OSError may be a reading problem with its own message)."""
+    import errno
+
+    from edgefss.errors import EdgeFSSError
+    from edgefss.fsio import OutputError, _why
+
+    if not isinstance(exc, OSError) or isinstance(exc, EdgeFSSError):
+        return
+    if only_disk and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return
+    path = Path(exc.filename) if getattr(exc, "filename", None) else Path(".")
+    raise OutputError(f"{what}: {_why(exc, path)}") from exc
 
 
 def _umask() -> int:
@@ -303,7 +328,7 @@ class BundleWriter:
         self._signals.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         try:
             if not self.committed:
                 shutil.rmtree(self.tmp, ignore_errors=True)
@@ -311,6 +336,7 @@ class BundleWriter:
             if self._signals is not None:
                 self._signals.__exit__(None, None, None)
                 self._signals = None
+        _raise_output_error(exc, f"export: cannot write the bundle '{self.out_dir}'")
         return False
 
     def path(self, name: str) -> Path:

@@ -101,6 +101,7 @@ def _signal_after(p, marker: str, sig, timeout=600):
     return p.returncode, "".join(out) + rest
 
 
+@pytest.mark.slow  # runs real exports (tens of seconds each); CI runs slow tests
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_export_keeps_previous_bundle_and_no_staging(tmp_path, sig):
     tmpdir = tmp_path / "t"
@@ -123,6 +124,7 @@ def test_signal_mid_export_keeps_previous_bundle_and_no_staging(tmp_path, sig):
     assert [p.name for p in tmpdir.iterdir() if p.name.startswith(WORK_PREFIX)] == [], log
 
 
+@pytest.mark.slow  # runs real exports (tens of seconds each); CI runs slow tests
 def test_next_export_removes_a_killed_exports_work_folder(tmp_path, monkeypatch):
     import tempfile
 
@@ -140,3 +142,40 @@ def test_next_export_removes_a_killed_exports_work_folder(tmp_path, monkeypatch)
         assert not left[0].exists()
     assert not mine.exists()
     assert (tmpdir / "unrelated-folder").is_dir()
+
+
+def _mount_tmpfs(d: Path, size: str):
+    d.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or 'not permitted'}); CI runs as root")
+
+
+@pytest.mark.slow  # runs real exports (tens of seconds each); CI runs slow tests
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_export_to_a_full_or_read_only_disk_is_one_line(tmp_path, fault):
+    d, tmpdir = tmp_path / "disk", tmp_path / "t"
+    tmpdir.mkdir()
+    _mount_tmpfs(d, "1m")
+    try:
+        if fault == "full":
+            with open(d / "filler", "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+        else:
+            r = subprocess.run(["mount", "-o", "remount,ro", str(d)], capture_output=True)
+            if r.returncode != 0:
+                pytest.skip(f"cannot remount read-only: {r.stderr.decode().strip()}")
+        before = sorted(p.name for p in d.iterdir())
+        r = _export(["--out", str(d / "bundle")], tmp_path, tmpdir)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("edgefss export: error")]
+        assert len(lines) == 1 and str(d) in lines[0], r.stderr[-3000:]
+        assert ("no space left" if fault == "full" else "read-only") in lines[0].lower(), lines[0]
+        assert sorted(p.name for p in d.iterdir()) == before  # no staging folder, no partial bundle
+        assert [p.name for p in tmpdir.iterdir() if p.name.startswith(WORK_PREFIX)] == []
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
