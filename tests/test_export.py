@@ -8,15 +8,16 @@ import shutil
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+# Plain imports: a module that fails to import must fail the run, not skip it.
+import onnx
 
-from edgefss.bundle import read_manifest  # noqa: E402
-from edgefss.errors import BackendUnavailableError, InputError, StateError  # noqa: E402
-from edgefss.exporters import export, list_recipes  # noqa: E402
-from edgefss.exporters import core  # noqa: E402
-from edgefss.exporters.options import load_recipe, resolve  # noqa: E402
+import edgefss.exporters.cst_graphs  # noqa: F401  (the CST graphs are part of every build)
+from edgefss.bundle import read_manifest
+from edgefss.errors import BackendUnavailableError, InputError, StateError
+from edgefss.exporters import core, export, list_recipes
+from edgefss.exporters.options import load_recipe, resolve
+from edgefss.quant import gate as G
+from edgefss.runtime.session import open_graphs
 
 S_TLG = 64  # smallest TLG size (multiple of 16, >= 64): keeps ResNet-50 export + checks fast
 S_CST = 64
@@ -29,15 +30,18 @@ def _quiet(*_a, **_k):
 # ---------------------------------------------------------------- refusals (no model is built)
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(backend="onnxruntime", fp16=True), "--fp16 is not supported with --backend onnxruntime"),
+    (dict(backend="onnxruntime", fp16=True), "--fp16 is not supported with --backend onnxruntime: it exports FP32, INT8"),
     (dict(backend="openvino", fp16=True, int8=True), "--fp16 with --int8 is not supported on openvino"),
     (dict(backend="onnxruntime", fp16=True, int8=True), "--fp16 with --int8"),
-    (dict(calib="/tmp"), "--calib is only used with --int8"),
+    (dict(calib="/tmp"), "--calib gives the images for INT8 calibration and the accuracy gate.*onnxruntime FP32"),
     (dict(int8=True, calib="/nonexistent/calib"), "is not a directory"),
-    (dict(force=True), "--force only overrides the INT8 accuracy gate"),
+    (dict(force=True), "--force only overrides a failed verdict of the accuracy gate"),
+    (dict(strict=True, backend="openvino"), "--strict only refuses an uninformative verdict"),
+    (dict(calib_episodes=3, backend="openvino", fp16=True), "--calib-episodes is only used with --int8"),
     (dict(model="cst", clip_checkpoint="x.pt"), "only applies to --model tlg"),
     (dict(model="yolo"), "--model 'yolo'"),
     (dict(backend="coreml"), "--backend 'coreml'"),
+    (dict(backend="tensorrt", fp16=True, int8=True, calib="/nonexistent"), "is not a directory"),  # allowed combo
     (dict(imgsz=100), "multiple of 16"),
     (dict(target="jetson-orin-trt-int8", backend="openvino"), "conflicts with --target"),
     (dict(target="no-such-recipe"), "available"),
@@ -85,6 +89,7 @@ def test_cli_refusal_is_one_clear_line(capsys, tmp_path):
     rc = main(["export", "--backend", "onnxruntime", "--fp16", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and err[0].startswith("edgefss export: error: --fp16")
+    assert "--precision" not in err[0]  # no flag of that name exists
 
 
 # ---------------------------------------------------------------- TLG FP32 + INT8 at small size
@@ -102,10 +107,12 @@ def test_tlg_fp32_parity_and_manifest(tlg_fp32):
     print("\n".join(lines))
     man = read_manifest(out, verify=True)
     v = man["verification"]["onnxruntime_fp32"]
-    assert v["passed"] and v["episodes"] == 2 and v["atol"] == 1e-4
-    assert set(v["max_abs"]) == {f"encoder.feat_{i:02d}" for i in range(13)} | {
+    assert v["passed"] and v["episodes"] == 2 and v["rtol"] == 1e-4
+    assert set(v["outputs"]) == {f"encoder.feat_{i:02d}" for i in range(13)} | {
         "head.query_logits", "head.support_logits", "head.query_prior"}
-    assert max(v["max_abs"].values()) <= 1e-4
+    for o in v["outputs"].values():  # the documented per-output rule, recomputed
+        assert o["max_abs"] <= o["tol"] == pytest.approx(max(1e-4 * o["scale"], v["atol_floor"]), rel=1e-2)
+    assert man["engine_config"] == {} and "gate" not in man
     assert any("verification onnxruntime vs PyTorch" in ln and "PASS" in ln for ln in lines)
     # manifest contract (design.md "Bundle")
     assert (man["model"], man["variant"], man["backend"], man["precision"]) == ("tlg", "resnet50", "onnxruntime", "fp32")
@@ -117,7 +124,7 @@ def test_tlg_fp32_parity_and_manifest(tlg_fp32):
     assert enc["inputs"]["image"] == {"shape": [1, 3, S_TLG, S_TLG], "dtype": "float32"}
     assert enc["outputs"]["feat_00"]["shape"][0] == 1
     h = S_TLG // 8
-    assert head["inputs"]["support_pseudo"]["shape"] == ["B", 1, h, h]
+    assert head["inputs"]["support_pseudo"]["shape"] == ["B", 1, S_TLG, S_TLG]  # full size: the head grids it
     assert head["inputs"]["pseudo_given"]["shape"] == ["B", 1, 1, 1]
     assert head["inputs"]["query_feat_00"]["shape"][0] == 1
     assert head["outputs"]["query_logits"]["shape"] == ["B", 2, S_TLG // 4, S_TLG // 4]
@@ -136,12 +143,10 @@ def test_tlg_graph_sinkhorn_is_a_max_shifted_loop(tlg_fp32):
 
 
 def test_tlg_bundle_runs_with_dynamic_support_batch(tlg_fp32):
-    from edgefss.quant.runners import ort_runner
-
     out, _ = tlg_fp32
     man = read_manifest(out)
-    enc = ort_runner(out / "encoder.onnx")
-    head = ort_runner(out / "head.onnx")
+    be = open_graphs("onnxruntime", "fp32", {"encoder": out / "encoder.onnx", "head": out / "head.onnx"})
+    enc, head = (lambda f: be.run("encoder", f)), (lambda f: be.run("head", f))
     rng = np.random.default_rng(0)
     f = enc({"image": rng.standard_normal((1, 3, S_TLG, S_TLG)).astype(np.float32)})
     B, h = 3, S_TLG // 8
@@ -155,7 +160,7 @@ def test_tlg_bundle_runs_with_dynamic_support_batch(tlg_fp32):
             feeds[name] = rng.random(shape).astype(np.float32)
     out_ = head(feeds)
     assert out_["query_logits"].shape == (B, 2, S_TLG // 4, S_TLG // 4) and np.isfinite(out_["query_logits"]).all()
-    assert out_["query_prior"].shape == (B, 1, h, h)
+    assert out_["query_prior"].shape == (B, 1, S_TLG, S_TLG)  # upsampled to the input size in the graph
 
 
 def test_tlg_head_profile_attributes_the_correlation_and_sinkhorn(tmp_path, tlg_fp32, monkeypatch):
@@ -186,17 +191,20 @@ def test_tlg_head_profile_attributes_the_correlation_and_sinkhorn(tmp_path, tlg_
 def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
     lines = []
     out = export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=6, gate_episodes=4,
-                 verify_episodes=1, agreement=0.5, log=lines.append)
+                 verify_episodes=1, log=lines.append)
     text = "\n".join(lines)
     print(text)
-    assert "INT8 gate PASS: mask IoU agreement" in text and "calibration: 6 episodes" in text
     man = read_manifest(out)
-    q = man["quantization"]
-    g = q["gate"]
-    assert man["precision"] == "int8" and g["passed"] and g["episodes"] == 4 and len(g["per_episode_iou"]) == 4
-    assert 0.5 <= g["mask_iou_agreement"] <= 1.0
+    q, g = man["quantization"], man["gate"]
+    # random weights: the gate must not fail on INT8 noise; it passes or says it could not judge
+    assert g["status"] in ("pass", "uninformative") and g["forced"] is False and g["failures"] == []
+    assert f"INT8 gate {g['status'].upper()}:" in text and "calibration: 6 episodes" in text
+    assert man["precision"] == "int8" and g["episodes"] == 4 and len(g["per_episode_iou"]) == 4
+    assert g["precision"] == "int8" and g["device"] == "cpu"
+    assert all(r >= G.MIN_MARGIN_R for r in g["margin_corr_min"].values()) and g["margin_corr_min"]
+    assert (g["mask_iou"] is None) == (g["status"] == "uninformative") == (g["informative_episodes"] == 0)
     assert all(0.5 < c <= 1.0 + 1e-9 for c in g["output_cosine_min"].values())
-    assert q["calibration"]["episodes"] == 6 and q["calibration"]["images"] == 12
+    assert q["calibration"]["episodes"] == 6 and q["calibration"]["images"] == 12 and "gate" not in q
     assert q["graphs"]["head"]["excluded_last"] and q["graphs"]["encoder"]["quantized_nodes"] > 40
     qm = onnx.load(str(out / "encoder.onnx"))
     assert sum(n.op_type == "QuantizeLinear" for n in qm.graph.node) > 40
@@ -217,10 +225,10 @@ def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
 
 def test_int8_gate_failure_refuses_bundle_and_prints_sensitivity(tmp_path, monkeypatch):
     monkeypatch.setattr(core, "SENSITIVITY_GROUPS", 2)
+    # the real gate runs; a margin threshold no correlation reaches forces the fail path
+    monkeypatch.setattr(G, "MIN_MARGIN_R", 1.01)
     lines = []
-    with pytest.raises(StateError, match="INT8 accuracy gate failed.*bundle not written"):
-        # the real gate runs; the threshold is then set just above what it reached (forces the fail path)
-        monkeypatch.setattr(core, "compare_pipelines", _failing_gate(core.compare_pipelines))
+    with pytest.raises(StateError, match="INT8 accuracy gate failed.*margin r.*bundle not written"):
         export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=3, gate_episodes=2,
                verify_episodes=1, log=lines.append)
     text = "\n".join(lines)
@@ -230,24 +238,41 @@ def test_int8_gate_failure_refuses_bundle_and_prints_sensitivity(tmp_path, monke
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.")]
 
 
-def _failing_gate(real):
-    """Run the real comparison, then demand more agreement than it reached (forces the fail path)."""
-    def run(builder, ref, test, episodes, threshold, label="INT8 gate"):
-        r = real(builder, ref, test, episodes, threshold, label)
-        if label == "INT8 gate":
-            r.threshold = r.agreement + 1e-6
-        return r
-    return run
-
-
-def test_force_writes_failed_int8_with_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(core, "compare_pipelines", _failing_gate(core.compare_pipelines))
+def test_force_writes_failed_int8_with_warning_and_load_warns(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "MIN_MARGIN_R", 1.01)
     monkeypatch.setattr(core, "_sensitivity", lambda *a, **k: [])
     with pytest.warns(UserWarning, match="FAILED the accuracy gate"):
         out = export("tlg", imgsz=S_TLG, int8=True, force=True, out=str(tmp_path / "q"), calib_episodes=3,
                      gate_episodes=2, verify_episodes=1, log=_quiet)
-    g = read_manifest(out)["quantization"]["gate"]
-    assert g["passed"] is False
+    g = read_manifest(out)["gate"]
+    assert g["status"] == "fail" and g["forced"] is True and g["failures"]
+    from edgefss.runtime import Segmenter
+
+    with pytest.warns(UserWarning, match="FAILED its INT8 accuracy gate and was written with --force"):
+        Segmenter.load(out)
+
+
+def test_uninformative_gate_writes_bundle_strict_refuses_load_warns(tmp_path, monkeypatch):
+    # no mask counts as informative: the figures still run, nothing fails, nothing is judged
+    monkeypatch.setattr(G, "TRIVIAL_FG", 0.5)
+    lines = []
+    out = export("tlg", imgsz=S_TLG, int8=True, out=str(tmp_path / "q"), calib_episodes=3, gate_episodes=2,
+                 verify_episodes=1, log=lines.append)
+    g = read_manifest(out)["gate"]
+    assert g["status"] == "uninformative" and g["mask_iou"] is None and g["forced"] is False
+    assert sum("gate UNINFORMATIVE: the FP32 masks are all background/foreground" in ln for ln in lines) == 1
+    import warnings
+
+    from edgefss.runtime import Segmenter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Segmenter.load(out)
+    assert sum("accuracy gate was uninformative" in str(w.message) for w in caught) == 1
+    with pytest.raises(StateError, match="--strict: the INT8 accuracy gate is uninformative.*bundle not written"):
+        export("tlg", imgsz=S_TLG, int8=True, strict=True, out=str(tmp_path / "s"), calib_episodes=3,
+               gate_episodes=2, verify_episodes=1, log=_quiet)
+    assert not (tmp_path / "s").exists()
 
 
 # ---------------------------------------------------------------- OpenVINO
@@ -261,21 +286,19 @@ def test_tlg_openvino_fp32_parity(tmp_path):
     assert set(man["files"]) == {"encoder.xml", "encoder.bin", "head.xml", "head.bin", "text_table.npz"}
     v = man["verification"]["openvino_fp32"]
     print("\n".join(lines))
-    assert v["passed"] and max(v["max_abs"].values()) <= 1e-4
+    assert v["passed"] and all(o["max_abs"] <= o["tol"] for o in v["outputs"].values())
+    # the f32 hint the verification ran with is recorded and is what the runtime applies
+    assert man["engine_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    from edgefss.runtime.session import open_backend
+
+    be = open_backend(out, man)
+    assert all(str(c.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
+               for c in be.compiled.values())
     assert man["graphs"]["encoder"]["file"] == "encoder.xml" and man["graphs"]["encoder"]["weights"] == "encoder.bin"
 
 
 # ---------------------------------------------------------------- CST
 
-def _cst_available():
-    try:
-        import edgefss.exporters.cst_graphs  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
 def test_cst_fp32_three_graphs_parity(tmp_path):
     lines = []
     out = export("cst", imgsz=S_CST, out=str(tmp_path / "cst"), verify_episodes=1, log=lines.append)
@@ -283,8 +306,8 @@ def test_cst_fp32_three_graphs_parity(tmp_path):
     man = read_manifest(out)
     assert set(man["files"]) == {"encoder.onnx", "head.onnx", "learner.onnx"}
     v = man["verification"]["onnxruntime_fp32"]
-    assert v["passed"] and {"learner.seg_logits", "head.cls_logits", "encoder.pseudo_prob"} <= set(v["max_abs"])
-    assert max(v["max_abs"].values()) <= 1e-4
+    assert v["passed"] and {"learner.seg_logits", "head.cls_logits", "encoder.pseudo_prob"} <= set(v["outputs"])
+    assert all(o["max_abs"] <= o["tol"] for o in v["outputs"].values())
     assert man["graphs"]["head"]["inputs"]["support_mask"]["shape"] == ["B", S_CST // 8, S_CST // 8]
     assert man["pseudo_mask"]["threshold"] == 0.4 and "text_table" not in man
     # the encoder's 12 ViT attentions are single fused nodes (FlashAttention on ORT CPU), not MatMul/Softmax
@@ -297,7 +320,6 @@ def test_cst_fp32_three_graphs_parity(tmp_path):
     assert any("encoder.onnx (opset 17 + com.microsoft.MultiHeadAttention x12" in line for line in lines)
 
 
-@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
 def test_cst_encoder_attention_form_per_backend(tmp_path):
     from edgefss.exporters.fused_attention import MS_MHA, PLAIN, attention_export, attention_for
     from edgefss.exporters.graphs import load_graphs
@@ -320,20 +342,19 @@ def test_cst_encoder_attention_form_per_backend(tmp_path):
 
 
 @pytest.mark.openvino
-@pytest.mark.skipif(not _cst_available(), reason="CST graphs not in this build")
 def test_cst_fused_encoder_runs_in_openvino(tmp_path):
     pytest.importorskip("openvino")
     from edgefss.exporters.fused_attention import MS_MHA
     from edgefss.exporters.graphs import load_graphs
     from edgefss.exporters.onnx_export import export_graph
     from edgefss.exporters.verify import torch_runner
-    from edgefss.quant.runners import ov_runner
 
     mg = load_graphs("cst", None, S_CST, MS_MHA)
     enc = mg.graphs["encoder"]
     export_graph(enc, mg.example_inputs(1)["encoder"], tmp_path / "enc.onnx")
     x = {"image": np.random.default_rng(4).standard_normal((1, 3, S_CST, S_CST)).astype(np.float32)}
-    ref, got = torch_runner(enc)(x), ov_runner(tmp_path / "enc.onnx")(x)  # OpenVINO reads the contrib op
+    be = open_graphs("openvino", "fp32", {"encoder": tmp_path / "enc.onnx"})  # OpenVINO reads the contrib op
+    ref, got = torch_runner(enc)(x), be.run("encoder", x)
     assert max(float(np.abs(got[k] - v).max()) for k, v in ref.items()) <= 1e-4
 
 
@@ -342,12 +363,14 @@ def test_cst_fused_encoder_runs_in_openvino(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tlg", "cst"])
 def test_end_to_end_400_int8(model, tmp_path):
-    if model == "cst" and not _cst_available():
-        pytest.skip("CST graphs not in this build")
     lines = []
     out = export(model, imgsz=400, int8=True, out=str(tmp_path / model), calib_episodes=8, gate_episodes=4,
-                 verify_episodes=1, force=True, log=lines.append)
+                 verify_episodes=1, log=lines.append)  # not forced: the gate itself must let it through
     print("\n".join(lines))
     man = read_manifest(out)
     assert man["verification"]["onnxruntime_fp32"]["passed"]
-    assert man["preprocess"]["imgsz"] == 400 and man["quantization"]["gate"]["episodes"] == 4
+    g = man["gate"]
+    assert man["preprocess"]["imgsz"] == 400 and g["episodes"] == 4 and g["forced"] is False
+    # random weights: INT8 may not fail on any figure; with all-background masks it says it could not judge
+    assert g["status"] in ("pass", "uninformative") and g["failures"] == []
+    assert g["margin_corr_min"] and all(r >= G.MIN_MARGIN_R for r in g["margin_corr_min"].values())

@@ -10,6 +10,7 @@ import pytest
 
 from edgefss.errors import InputError
 from edgefss.quant.episodes import find_episodes
+from edgefss.quant import gate as G
 from edgefss.quant.gate import agreement, cosine, mask_iou
 from edgefss.quant.reader import FeedReader
 
@@ -17,9 +18,17 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
+def _engine(path, backend="onnxruntime", precision="fp32"):
+    """fn(feeds) -> outputs over one graph file, opened as the runtime opens bundles."""
+    from edgefss.runtime.session import open_graphs
+
+    be = open_graphs(backend, precision, {"g": path})
+    return lambda feeds: be.run("g", feeds)
+
+
 def test_quant_never_imports_torch():
     code = ("import sys, edgefss.quant, edgefss.quant.ort_int8, edgefss.quant.nncf_int8, edgefss.quant.pipeline, "
-            "edgefss.quant.runners; assert 'torch' not in sys.modules, 'torch imported'")
+            "edgefss.quant.gate, edgefss.formats, edgefss.runtime.session; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -113,7 +122,6 @@ def test_quantize_onnx_s8s8_per_channel_and_accuracy(tmp_path):
     from onnx import numpy_helper
 
     from edgefss.quant.ort_int8 import quantize_onnx
-    from edgefss.quant.runners import ort_runner
 
     _tiny_convnet(tmp_path / "m.onnx")
     rng = np.random.default_rng(1)
@@ -132,7 +140,7 @@ def test_quantize_onnx_s8s8_per_channel_and_accuracy(tmp_path):
     last = next(n for n in q.graph.node if n.name == "conv_last")
     assert not any(i in dq_out for i in last.input[1:])  # last layer's weights stay float
     x = feeds[3]
-    ref, got = ort_runner(tmp_path / "m.onnx")(x)["y"], ort_runner(tmp_path / "q.onnx")(x)["y"]
+    ref, got = _engine(tmp_path / "m.onnx")(x)["y"], _engine(tmp_path / "q.onnx", precision="int8")(x)["y"]
     c = cosine(ref, got)
     print(f"tiny convnet INT8 vs FP32 cosine {c:.5f}")
     assert 0.99 < c < 1.0
@@ -182,13 +190,12 @@ def _tiny_attention(path, seed=0, n=16, d=32, heads=2):
 
 def test_quantize_onnx_keeps_fused_attention_float(tmp_path):
     from edgefss.quant.ort_int8 import quantize_onnx
-    from edgefss.quant.runners import ort_runner
 
     _, reference = _tiny_attention(tmp_path / "m.onnx")
     rng = np.random.default_rng(3)
     feeds = [{"x": rng.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(16)]
     x = feeds[5]
-    assert np.abs(ort_runner(tmp_path / "m.onnx")(x)["y"] - reference(x["x"])).max() < 1e-4
+    assert np.abs(_engine(tmp_path / "m.onnx")(x)["y"] - reference(x["x"])).max() < 1e-4
     info = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, keep_last=False)
     assert info["quantizable_nodes"] == 2 and info["quantized_nodes"] == 2  # both projections are INT8
     q = onnx.load(str(tmp_path / "q.onnx"))
@@ -196,47 +203,47 @@ def test_quantize_onnx_keeps_fused_attention_float(tmp_path):
     assert len(mha) == 1 and mha[0].domain == "com.microsoft"
     dq_out = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert not any(i in dq_out for i in mha[0].input)  # the attention reads float q, k, v
-    c = cosine(reference(x["x"]), ort_runner(tmp_path / "q.onnx")(x)["y"])
+    c = cosine(reference(x["x"]), _engine(tmp_path / "q.onnx", precision="int8")(x)["y"])
     print(f"tiny attention INT8 vs float cosine {c:.5f}")  # 0.991 with onnxruntime 1.32
     assert 0.98 < c < 1.0
 
 
 def test_gate_figures_against_direct_computation():
     a = np.zeros((1, 4, 4), bool)
-    a[0, :2] = True
+    a[0, :2] = True  # fg fraction 0.5: informative
     b = np.zeros((1, 4, 4), bool)
     b[0, 1:3] = True
+    empty = np.zeros((1, 4, 4), bool)
     assert mask_iou(a, b) == pytest.approx(4 / 12)
     assert mask_iou(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
     x = np.array([1.0, 2.0, 3.0])
     assert cosine(x, -x) == pytest.approx(-1.0) and cosine(x, 2 * x) == pytest.approx(1.0)
-    r = agreement([{"o": x}, {"o": x}], [{"o": x}, {"o": x + [0, 0, 1]}], [a, a], [a, b], threshold=0.7)
-    assert r.agreement == pytest.approx((1 + 4 / 12) / 2) and not r.passed
+    # the empty-mask episode agrees trivially (IoU 1) and is left out of the mask IoU
+    r = agreement([{"o": x}] * 3, [{"o": x}, {"o": x + [0, 0, 1]}, {"o": x}], [a, a, empty], [a, b, empty],
+                  threshold=0.7)
+    assert r.per_episode == pytest.approx([1.0, 4 / 12, 1.0]) and r.informative_episodes == [0, 1]
+    assert r.agreement == pytest.approx((1 + 4 / 12) / 2) and r.status == G.FAIL and not r.passed
     assert r.cosine["o"] == pytest.approx(float(x @ (x + [0, 0, 1]) / np.linalg.norm(x) / np.linalg.norm(x + [0, 0, 1])))
-    assert r.fg_fraction == pytest.approx(0.5)
-    assert "FAIL" in r.summary() and r.to_dict()["passed"] is False
+    assert r.fg_fraction == pytest.approx(1 / 3)
+    d = r.to_dict()
+    assert "FAIL" in r.summary() and d["status"] == "fail" and d["informative_episodes"] == 2
+    assert d["failures"] == [f"mask IoU {r.agreement:.4f} < 0.7 on 2 informative episodes"]
+    r2 = agreement([{"o": x}] * 2, [{"o": x}] * 2, [a, empty], [a, empty], threshold=0.7)
+    assert r2.status == G.PASS and r2.agreement == 1.0 and r2.to_dict()["failures"] == []
 
 
-@pytest.mark.openvino
-def test_nncf_quantize_tiny_graph(tmp_path):
-    pytest.importorskip("nncf")
-    from edgefss.quant.nncf_int8 import quantize_ov
-    from edgefss.quant.runners import ort_runner, ov_runner
-
-    _tiny_convnet(tmp_path / "m.onnx")
-    rng = np.random.default_rng(2)
-    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
-    info = quantize_ov(tmp_path / "m.onnx", tmp_path / "q.xml", feeds, transformer=False, ignored=["conv_last"])
-    assert (tmp_path / "q.bin").is_file() and info["subset_size"] == 8
-    assert "FakeQuantize" in (tmp_path / "q.xml").read_text()
-    c = cosine(ort_runner(tmp_path / "m.onnx")(feeds[0])["y"], ov_runner(tmp_path / "q.xml")(feeds[0])["y"])
-    print(f"tiny convnet NNCF INT8 vs FP32 cosine {c:.5f}")
-    assert c > 0.98
+def _seg_pair(rng, noise):
+    """FP32 (2,2,4,4) logits and a copy whose fg-bg margin carries `noise` x its spread."""
+    seg = rng.standard_normal((2, 2, 4, 4))
+    q = seg.copy()
+    q[:, 1] += noise * rng.standard_normal((2, 4, 4))
+    return seg, q
 
 
-def test_gate_flags_trivial_masks_and_reports_margins_and_presence():
-    """All-background FP32 masks make the mask agreement trivially 1.0: the gate says so, and its
-    margin correlation / presence figures still see what INT8 changed (hand-computed here)."""
+def test_gate_fails_inverted_margins_and_flipped_presence_even_with_empty_masks():
+    """All-background FP32 masks make mask IoU trivially 1; the margin correlation and presence
+    figures still see an INT8 model whose margins are inverted (r = -1) and half of whose presence
+    decisions flip: the gate FAILS (it used to pass on the masks alone)."""
     empty = np.zeros((2, 4, 4), bool)
     rng = np.random.default_rng(0)
     seg = rng.standard_normal((2, 2, 4, 4))
@@ -246,11 +253,57 @@ def test_gate_flags_trivial_masks_and_reports_margins_and_presence():
     cls_q = np.array([[0.0, 2.0], [0.5, 1.0]])        # first decision kept, second flipped
     r = agreement([{"head.seg": seg, "head.cls": cls}], [{"head.seg": seg_q, "head.cls": cls_q}],
                   [empty], [empty], threshold=0.9)
-    assert r.agreement == 1.0 and r.passed and not r.informative
-    assert r.margin_corr["head.seg"] == pytest.approx(-1.0)
-    assert r.presence["head.cls"] == pytest.approx(0.5)
-    assert "WARNING" in r.summary() and r.to_dict()["informative"] is False
-    half = empty.copy()
+    assert r.per_episode == [1.0] and r.agreement is None and not r.informative
+    assert r.margin_corr["head.seg"] == pytest.approx(-1.0) and r.presence["head.cls"] == pytest.approx(0.5)
+    assert r.status == G.FAIL and not r.passed
+    assert len(r.failures()) == 2 and "margin r -1.0000" in r.failures()[0] and "presence kept 0.500" in r.failures()[1]
+    assert "FAIL" in r.summary() and r.to_dict()["status"] == "fail"
+
+
+def test_gate_uninformative_when_masks_are_trivial_but_nothing_failed():
+    empty = np.zeros((2, 4, 4), bool)
+    full = np.ones((2, 4, 4), bool)
+    rng = np.random.default_rng(1)
+    seg, seg_q = _seg_pair(rng, 0.05)  # small INT8 noise: r ~ 0.999
+    cls = np.array([[0.0, 1.0], [1.0, 0.0]])
+    r = agreement([{"head.seg": seg, "head.cls": cls}] * 2, [{"head.seg": seg_q, "head.cls": cls + 0.1}] * 2,
+                  [empty, full], [empty, full], threshold=0.95)
+    assert r.failures() == [] and r.status == G.UNINFORMATIVE and not r.passed
+    assert r.margin_corr["head.seg"] > G.MIN_MARGIN_R and r.presence["head.cls"] == 1.0
+    assert "UNINFORMATIVE" in r.summary() and r.to_dict()["mask_iou"] is None
+
+
+@pytest.mark.parametrize("noise, status", [(0.05, G.PASS), (1.0, G.FAIL)])
+def test_gate_margin_threshold_decides(noise, status):
+    """Same masks (informative, identical): the margin correlation alone decides."""
+    half = np.zeros((2, 4, 4), bool)
     half[:, :2] = True
-    r2 = agreement([{"head.seg": seg}], [{"head.seg": seg}], [half], [half], threshold=0.9)
-    assert r2.informative and "WARNING" not in r2.summary() and r2.margin_corr["head.seg"] == pytest.approx(1.0)
+    seg, seg_q = _seg_pair(np.random.default_rng(2), noise)
+    r = agreement([{"head.seg": seg}], [{"head.seg": seg_q}], [half], [half], threshold=0.95)
+    expect = pearson_by_hand(seg[:, 1] - seg[:, 0], seg_q[:, 1] - seg_q[:, 0])
+    assert r.margin_corr["head.seg"] == pytest.approx(expect) and r.agreement == 1.0
+    assert (expect >= G.MIN_MARGIN_R) == (status == G.PASS) and r.status == status
+
+
+def pearson_by_hand(a, b):
+    a, b = a.ravel(), b.ravel()
+    n = a.size
+    cov = (a * b).sum() / n - a.mean() * b.mean()
+    return cov / np.sqrt(((a * a).sum() / n - a.mean() ** 2) * ((b * b).sum() / n - b.mean() ** 2))
+
+
+@pytest.mark.openvino
+def test_nncf_quantize_tiny_graph(tmp_path):
+    pytest.importorskip("nncf")
+    from edgefss.quant.nncf_int8 import quantize_ov
+
+    _tiny_convnet(tmp_path / "m.onnx")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    info = quantize_ov(tmp_path / "m.onnx", tmp_path / "q.xml", feeds, transformer=False, ignored=["conv_last"])
+    assert (tmp_path / "q.bin").is_file() and info["subset_size"] == 8
+    assert "FakeQuantize" in (tmp_path / "q.xml").read_text()
+    c = cosine(_engine(tmp_path / "m.onnx")(feeds[0])["y"],
+               _engine(tmp_path / "q.xml", "openvino", "int8")(feeds[0])["y"])
+    print(f"tiny convnet NNCF INT8 vs FP32 cosine {c:.5f}")
+    assert c > 0.98

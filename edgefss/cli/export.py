@@ -9,28 +9,40 @@ from __future__ import annotations
 
 import argparse
 
+from edgefss import formats
+
+
+def _with(precision: str) -> str:
+    return ", ".join(f.backend for f in formats.FORMATS if f.precision == precision)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["tlg", "cst"], default=None, help="model to export (default tlg)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
+    p.add_argument("--backend", choices=list(formats.BACKENDS), default=None,
                    help="target runtime (default onnxruntime)")
     p.add_argument("--int8", action="store_const", const=True, default=None,
-                   help="post-training INT8 with calibration and the accuracy gate")
+                   help=f"post-training INT8 with calibration and the accuracy gate ({_with('int8')})")
     p.add_argument("--calib", default=None, metavar="DIR",
-                   help="calibration images (index.csv, PerSeg or class-folder layout; default: ../shared/data mix)")
+                   help="images for INT8 calibration and the accuracy gate's held-out episodes (index.csv, PerSeg "
+                        "or class-folder layout; default: ../shared/data mix)")
     p.add_argument("--fp16", action="store_const", const=True, default=None,
-                   help="FP16 (openvino, tensorrt; with --int8 only on tensorrt)")
+                   help=f"FP16, through the accuracy gate ({_with('fp16')}; with --int8 only on tensorrt, as the "
+                        "fallback precision)")
     p.add_argument("--imgsz", type=int, default=None, help="square input size (default 400)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle directory (default <model>_<imgsz>_<backend>_<precision>)")
     p.add_argument("--target", default=None, metavar="RECIPE", help="recipe name from export/*.json, e.g. openvino-cpu-int8")
     p.add_argument("--force", action="store_const", const=True, default=None,
-                   help="write an INT8 bundle even when the accuracy gate fails (with a warning)")
+                   help="write an INT8/FP16 bundle even when the accuracy gate fails (warned; manifest gate.forced)")
+    p.add_argument("--strict", action="store_const", const=True, default=None,
+                   help="refuse an INT8/FP16 bundle whose accuracy gate is uninformative (all-background or "
+                        "all-foreground FP32 masks, e.g. random weights)")
     p.add_argument("--clip-checkpoint", default=None, help="CLIP ViT-B/32 weights for the TLG text table")
     p.add_argument("--calib-episodes", type=int, default=None, help="calibration episodes (default 24)")
-    p.add_argument("--gate-episodes", type=int, default=None, help="held-out episodes for the INT8 gate (default 8)")
+    p.add_argument("--gate-episodes", type=int, default=None, help="held-out episodes for the accuracy gate (default 8)")
     p.add_argument("--verify-episodes", type=int, default=None, help="real episodes for the FP32 check (default 2)")
-    p.add_argument("--agreement", type=float, default=None, help="INT8 gate: minimum mask IoU agreement (default 0.95)")
+    p.add_argument("--agreement", type=float, default=None,
+                   help="accuracy gate: minimum mask IoU on the informative episodes (default 0.95)")
     p.add_argument("--shots", type=int, default=None, help="supports per calibration episode (default 1)")
     p.add_argument("--list-targets", action="store_true", help="print the recipe names and exit")
 
@@ -48,7 +60,7 @@ def run(args) -> int:
     from edgefss.exporters import export
 
     export(model=args.model, checkpoint=args.checkpoint, backend=args.backend, int8=args.int8, calib=args.calib,
-           fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force,
+           fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force, strict=args.strict,
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
            shots=args.shots)

@@ -13,7 +13,7 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 
 
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
-           out=None, target=None, force=None, clip_checkpoint=None, calib_episodes=None,
+           out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
            log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
@@ -25,8 +25,9 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
             (default: the ../shared/data mix). fp16: FP16 (openvino, tensorrt only).
         imgsz: square input size (400). out: bundle directory (default <model>_<imgsz>_<backend>_<precision>).
         target: recipe name in export/ (its options must not conflict with explicit ones).
-        force: write an INT8 bundle even when the gate fails. clip_checkpoint: CLIP weights for
-            the TLG text table. calib_episodes / gate_episodes / verify_episodes: episode counts;
+        force: write an INT8/FP16 bundle even when the accuracy gate fails (manifest gate.forced).
+        strict: refuse a bundle whose gate is uninformative (all-background/foreground FP32 masks).
+        clip_checkpoint: CLIP weights for the TLG text table. calib_episodes / gate_episodes / verify_episodes: episode counts;
             agreement: gate threshold (0.95); shots: supports per episode.
         sensitivity: on a failed gate, run the per-layer sensitivity list (default True; it costs
             one gate run per layer group, e.g. benchmarks that force INT8 turn it off).
@@ -40,7 +41,7 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
     from edgefss.exporters.core import run_export
 
     opts = resolve(model=model, checkpoint=checkpoint, backend=backend, int8=int8, calib=calib, fp16=fp16,
-                   imgsz=imgsz, out=out, target=target, force=force, clip_checkpoint=clip_checkpoint,
+                   imgsz=imgsz, out=out, target=target, force=force, strict=strict, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
                    sensitivity=sensitivity)

@@ -19,17 +19,17 @@ from edgefss.exporters.fused_attention import PLAIN, attention_for, count_fused
 from edgefss.exporters.graphs import ModelGraphs, load_graphs
 from edgefss.exporters.onnx_export import OPSET, export_graph, io_signature
 from edgefss.exporters.options import ExportOptions, as_dict
-from edgefss.exporters.verify import format_verification, verify_graphs
+from edgefss.exporters.verify import failure_line, format_verification, verify_graphs
+from edgefss.formats import get as get_format
 from edgefss.packaged import verification_folder
 from edgefss.quant.episodes import default_calib_folders, find_episodes
 from edgefss.quant.feeds import FeedBuilder
-from edgefss.quant.gate import format_sensitivity, node_groups
+from edgefss.quant.gate import FAIL, UNINFORMATIVE, format_sensitivity, node_groups
 from edgefss.quant.pipeline import calibration_feeds, compare_pipelines
-from edgefss.quant.runners import ort_runner, ov_runner
+from edgefss.runtime.session import open_graphs
 
 MIN_CALIB_IMAGES = 32  # below this the ranges are likely unrepresentative: warn loudly
 SENSITIVITY_GROUPS = 8  # largest node groups re-quantized per graph when the gate fails
-EXT = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".plan"}
 
 
 def _check_backend(o: ExportOptions) -> None:
@@ -61,17 +61,21 @@ def _episodes(o: ExportOptions, log):
         verify_src = [verification_folder()]
         log(f"verification: no sample data found; using the packaged synthetic set {verify_src[0]}")
     verify = find_episodes(verify_src, o.verify_episodes, shots=o.shots, seed=1)
-    if not o.int8:
+    if not get_format(o.backend, o.precision).gated:
         return verify, [], []
     if calib_folders is None:
-        raise InputError("--int8 needs calibration images: pass --calib DIR (no default data found)")
-    eps = find_episodes(calib_folders, o.calib_episodes + o.gate_episodes, shots=o.shots, seed=0)
+        raise InputError(f"--{o.precision} needs calibration/gate images: pass --calib DIR (no default data found)")
+    n_calib = o.calib_episodes if o.int8 else 0  # FP16 needs only the gate's held-out episodes
+    eps = find_episodes(calib_folders, n_calib + o.gate_episodes, shots=o.shots, seed=0)
     if len(eps) < o.gate_episodes + 2:
         raise InputError(
             f"--calib: only {len(eps)} episodes could be drawn from {[str(f) for f in calib_folders]}; "
             f"need at least {o.gate_episodes + 2} ({o.gate_episodes} held out for the accuracy gate)"
         )
     calib, gate = eps[:-o.gate_episodes], eps[-o.gate_episodes:]
+    if not o.int8:
+        log(f"accuracy gate: {len(gate)} held-out episodes")
+        return verify, [], gate
     n_img = len(calib) * (o.shots + 1)
     src = "--calib " + o.calib if o.calib else "default mix of " + ", ".join(f.name for f in calib_folders)
     log(f"calibration: {len(calib)} episodes ({n_img} images, {len({e.cls for e in calib})} classes) from {src}; "
@@ -105,7 +109,17 @@ def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: d
 
 
 def _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, log) -> list:
-    """Re-quantize keeping one node group (module prefix) float at a time; agreement per group."""
+    """Re-quantize keeping one node group (module prefix) float at a time; gate figures per group.
+
+    Returns:
+        [(group, n_nodes, mask IoU or None)] (the manifest's "sensitivity" rows).
+    """
+    rows = _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold)
+    log(format_sensitivity(rows))
+    return [(g, n, r.agreement) for g, n, r in rows]
+
+
+def _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold) -> list:
     onnx = require("onnx", "the sensitivity report")
     rows = []
     eps = gate_eps[: min(4, len(gate_eps))]
@@ -114,10 +128,9 @@ def _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, log) 
         big = sorted(groups.items(), key=lambda kv: -len(kv[1]))[:SENSITIVITY_GROUPS]
         for gname, nodes in big:
             paths, _ = _quantize_ort(mg, fp32, feeds, work / "sens", {name: nodes})
-            r = compare_pipelines(builder, ref, (ort_runner(paths["encoder"]), ort_runner(paths["head"])),
-                                  eps, threshold, label=f"sensitivity {name}{gname}")
-            rows.append((f"{name}:{gname}", len(nodes), r.agreement))
-    log(format_sensitivity(rows))
+            test = open_graphs("onnxruntime", "int8", {n: paths[n] for n in ("encoder", "head")})
+            r = compare_pipelines(builder, ref, test, eps, threshold, label=f"sensitivity {name}{gname}")
+            rows.append((f"{name}:{gname}", len(nodes), r))
     return rows
 
 
@@ -149,20 +162,21 @@ def run_export(o: ExportOptions, log=print) -> Path:
             log(f"exported {name}.onnx (opset {OPSET}{_attention_note(g, fp32[name])}, onnx.checker OK, "
                 f"{fp32[name].stat().st_size / 2**20:.1f} MiB)")
         sizes["fp32"] = _bytes(fp32.values())
-        ref = {n: ort_runner(p) for n, p in fp32.items()}
+        # the FP32 reference: the staged graphs on the runtime's ONNX Runtime session, pinned to the CPU
+        ref = open_graphs("onnxruntime", "fp32", fp32, device="cpu")
         observed = {}  # concrete shapes for the manifest, from one run on the example inputs
         for n in fp32:
             ex = {k: v.numpy() for k, v in examples[n].items()}
-            observed[n] = {**{k: v.shape for k, v in ex.items()}, **{k: v.shape for k, v in ref[n](ex).items()}}
+            observed[n] = {**{k: v.shape for k, v in ex.items()}, **{k: v.shape for k, v in ref.run(n, ex).items()}}
         ver = verify_graphs(mg, ref, builder, verify_eps, label="onnxruntime")
         log(format_verification(ver))
         if not ver["passed"]:
-            raise StateError(f"export verification failed (worst max-abs {ver['max_abs_worst']:g} > "
-                             f"{ver['atol']:g}); bundle not written")
+            raise StateError(failure_line(ver))
         verification = {"onnxruntime_fp32": ver}
         graphs_src = dict(fp32)
+        feeds = None
         if o.int8:
-            enc_f, head_f = calibration_feeds(builder, ref["encoder"], ref["head"], calib_eps)
+            enc_f, head_f = calibration_feeds(builder, ref, calib_eps)
             feeds = {"encoder": enc_f, "head": head_f}
             if o.backend == "openvino":
                 from edgefss.quant.nncf_int8 import quantize_ov
@@ -174,38 +188,18 @@ def run_export(o: ExportOptions, log=print) -> Path:
                     graphs_src[name] = work / f"{name}.int8.xml"
                     qinfo[name] = quantize_ov(fp32[name], graphs_src[name], feeds[name],
                                               transformer=(o.model == "cst"), ignored=ign)
-                test = (ov_runner(graphs_src["encoder"]), ov_runner(graphs_src["head"]))
                 method = "openvino nncf"
             else:
                 qpaths, qinfo = _quantize_ort(mg, fp32, feeds, work)
                 graphs_src.update(qpaths)
-                test = (ort_runner(qpaths["encoder"]), ort_runner(qpaths["head"]))
                 method = "onnxruntime quantize_static QDQ S8S8 per-channel symmetric, MinMax"
-            gate = compare_pipelines(builder, (ref["encoder"], ref["head"]), test, gate_eps, o.agreement)
-            log(gate.summary())
-            manifest_gate = gate.to_dict()
-            if not gate.passed:
-                if not o.sensitivity:
-                    log("(per-layer sensitivity skipped: sensitivity=False)")
-                elif o.backend != "openvino":
-                    manifest_gate["sensitivity"] = _sensitivity(
-                        mg, fp32, feeds, work, builder, (ref["encoder"], ref["head"]), gate_eps, o.agreement, log)
-                else:
-                    log("(per-layer sensitivity is computed on the ONNX Runtime path: re-run with "
-                        "--backend onnxruntime --int8 to list the sensitive layers)")
-                if not o.force:
-                    raise StateError(
-                        f"INT8 accuracy gate failed: mask IoU agreement {gate.agreement:.4f} < {o.agreement}; "
-                        "bundle not written. Add calibration images of your classes (--calib), keep the "
-                        "sensitive layers above in float, or pass --force to write it anyway"
-                    )
-                warnings.warn(f"--force: writing an INT8 bundle that FAILED the accuracy gate "
-                              f"(agreement {gate.agreement:.4f} < {o.agreement})", stacklevel=2)
             manifest_q = {"method": method, "calibration": {
                 "source": o.calib or "default: " + ", ".join(f.name for f in default_calib_folders()),
                 "episodes": len(calib_eps), "images": len(calib_eps) * (o.shots + 1), "shots": o.shots},
                 "graphs": qinfo, "float_graphs": [n for n in mg.graphs if n not in ("encoder", "head")]}
-        files = _stage_backend(o, mg, graphs_src, fp32, w, verification, builder, verify_eps, log)
+        files, engine = _stage_backend(o, mg, graphs_src, fp32, w, verification, builder, verify_eps, log)
+        if get_format(o.backend, o.precision).gated:
+            manifest_gate = _gate(o, mg, fp32, feeds, work, builder, ref, engine, gate_eps, log)
         sizes["bundle"] = _bytes(w.path(f) for f in files)
         if table is not None:
             table.save(w.path("text_table.npz"))
@@ -230,15 +224,22 @@ def _attention_note(g, path) -> str:
     return f" + {g.attention} x{n}"
 
 
-def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) -> list:
-    """Write each graph in the backend's format into the bundle; verify FP32/FP16 backends."""
-    files = []
-    runners = {}
+def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) -> tuple:
+    """Write each graph in the backend's format into the bundle, open the written files exactly as
+    the runtime will (open_graphs with the format's engine settings) and, for FP32 on another
+    engine than the reference, verify them against PyTorch (a TensorRT engine right after its build).
+
+    Returns:
+        (bundle file names, the opened engine over the bundle's graphs).
+    """
+    fmt = get_format(o.backend, o.precision)
+    files, paths = [], {}
     for name in mg.graphs:
         s = Path(src[name])
         if o.backend == "onnxruntime":
             shutil.copyfile(s, w.path(f"{name}.onnx"))
             files.append(f"{name}.onnx")
+            paths[name] = w.path(f"{name}.onnx")
         elif o.backend == "openvino":
             xml = w.path(f"{name}.xml")
             if s.suffix == ".xml":
@@ -249,29 +250,64 @@ def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) 
 
                 onnx_to_ir(s, xml, o.fp16)
             files += [f"{name}.xml", f"{name}.bin"]
-            runners[name] = ov_runner(xml)
+            paths[name] = xml
         else:
             plan = w.path(f"{name}.plan")
             info = tensorrt_engine.build_engine(s, plan, int8=o.int8 and s != fp32[name], fp16=o.fp16 or o.int8)
             log(f"built {name}.plan (TensorRT {info['trt_version']}, {info['gpu']}, cache "
                 f"{'hit' if info['cache_hit'] else 'miss'})")
             files.append(f"{name}.plan")
-            runners[name] = tensorrt_engine.trt_runner(plan)
-    if runners and not o.int8:
-        strict = o.precision == "fp32"
-        v = verify_graphs(mg, runners, builder, verify_eps, atol=1e-4 if strict else float("inf"),
-                          label=f"{o.backend}-{o.precision}")
-        if not strict:
-            v["atol"] = "report only (fp16)"
-        log(format_verification(v) if strict else f"{o.backend} fp16 max-abs vs PyTorch: {v['max_abs']}")
+            paths[name] = plan
+    engine = open_graphs(o.backend, o.precision, paths, fmt.engine_config)
+    if not fmt.gated and o.backend != "onnxruntime":  # onnxruntime FP32 is the verified reference itself
+        v = verify_graphs(mg, engine, builder, verify_eps, label=f"{o.backend}-{o.precision}")
+        log(format_verification(v))
         verification[f"{o.backend}_{o.precision}"] = v
-        if strict and not v["passed"]:
-            raise StateError(f"{o.backend} verification failed (worst {v['max_abs_worst']:g}); bundle not written")
-    return files
+        if not v["passed"]:
+            raise StateError(failure_line(v))
+    return files, engine
+
+
+def _gate(o, mg, fp32, feeds, work, builder, ref, engine, gate_eps, log) -> dict:
+    """The accuracy gate on the bundle's own graphs (`engine`) vs the FP32 reference.
+
+    Returns the manifest's "gate" entry. Raises StateError on a fail without --force, and on an
+    uninformative result with --strict (nothing is written then).
+    """
+    gate = compare_pipelines(builder, ref, engine, gate_eps, o.agreement, precision=o.precision)
+    log(gate.summary())
+    entry = {**gate.to_dict(), "forced": False}
+    if gate.status == UNINFORMATIVE:
+        log(f"{o.precision.upper()} gate UNINFORMATIVE: the FP32 masks are all background/foreground, so the "
+            "bundle is written unjudged (manifest gate.status = \"uninformative\"; --strict refuses it)")
+        if o.strict:
+            raise StateError(f"--strict: the {o.precision.upper()} accuracy gate is uninformative (every FP32 mask is "
+                             "all background or all foreground; random or untrained weights?); bundle not written. "
+                             "Export trained weights (--checkpoint), or drop --strict")
+    if gate.status != FAIL:
+        return entry
+    if not o.int8 or not o.sensitivity:
+        log("(per-layer sensitivity: INT8 only, and skipped with sensitivity=False)")
+    elif o.backend == "onnxruntime":
+        entry["sensitivity"] = _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, o.agreement, log)
+    else:
+        log(f"(per-layer sensitivity is computed on the ONNX Runtime path: re-run with "
+            f"--backend onnxruntime --int8 to list the sensitive layers)")
+    why = "; ".join(gate.failures())
+    if not o.force:
+        raise StateError(
+            f"{o.precision.upper()} accuracy gate failed ({why}); bundle not written. Add calibration images of "
+            "your classes (--calib), keep the sensitive layers above in float, or pass --force to write it anyway"
+        )
+    warnings.warn(f"--force: writing a {o.precision.upper()} bundle that FAILED the accuracy gate ({why}); "
+                  "its manifest records gate.forced = true", stacklevel=3)
+    entry["forced"] = True
+    return entry
 
 
 def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table) -> dict:
-    ext = EXT[o.backend]
+    fmt = get_format(o.backend, o.precision)
+    ext = fmt.suffix
     graphs = {}
     for name, g in mg.graphs.items():
         sig = io_signature(fp32[name], g.dynamic_axes, observed[name])
@@ -289,10 +325,14 @@ def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, tabl
         "preprocess": pre.to_dict(), "graphs": graphs, "pseudo_mask": mg.pseudo_mask,
         "weights": {"checkpoint": o.checkpoint, "random_init": mg.random_init},
         "verification": verification, "opset": OPSET,
+        # the engine settings the gate/verification ran with; the runtime applies them (formats.py)
+        "engine_config": dict(fmt.engine_config),
         "export_options": {k: v for k, v in as_dict(o).items() if k not in ("out",)},
     }
     if quant is not None:
-        man["quantization"] = {**quant, "gate": gate}
+        man["quantization"] = quant
+    if gate is not None:
+        man["gate"] = gate
     if table is not None:
         man["text_table"] = {"file": "text_table.npz", "source": table.source, "classes": len(table)}
     return man

@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from edgefss.config import BACKENDS, MODEL_NAMES
+from edgefss import formats
+from edgefss.config import MODEL_NAMES
 from edgefss.errors import InputError
 from edgefss.packaged import recipe_dir
 
@@ -30,7 +31,8 @@ class ExportOptions:
     imgsz: int = 400
     out: str | None = None
     target: str | None = None
-    force: bool = False
+    force: bool = False  # write a bundle that failed the accuracy gate (manifest gate.forced = true)
+    strict: bool = False  # refuse a bundle whose accuracy gate is uninformative
     sensitivity: bool = True  # on a failed gate, list per-layer sensitivity (one gate run per layer group)
     clip_checkpoint: str | None = None
     calib_episodes: int = 24
@@ -92,27 +94,40 @@ def resolve(**given) -> ExportOptions:
     return opts
 
 
+_GATE_HINT = "the accuracy gate (--int8; --fp16 on " + ", ".join(
+    sorted({f.backend for f in formats.FORMATS if f.precision == "fp16"})) + ")"
+_NEEDS = {  # why an option is refused where it does not apply
+    "calib": "--calib gives the images for INT8 calibration and " + _GATE_HINT,
+    "gate_episodes": "--gate-episodes sizes " + _GATE_HINT, "agreement": "--agreement is the threshold of " + _GATE_HINT,
+    "force": "--force only overrides a failed verdict of " + _GATE_HINT,
+    "strict": "--strict only refuses an uninformative verdict of " + _GATE_HINT,
+    "shots": "--shots sets the supports per episode of INT8 calibration and " + _GATE_HINT,
+    "calib_episodes": "--calib-episodes is only used with --int8", "sensitivity": "sensitivity is only used with --int8",
+}
+
+
 def validate(o: ExportOptions) -> None:
-    """Refuse option combinations a backend does not support (clear message, nothing changed)."""
+    """Refuse option combinations the format table (edgefss.formats) does not list (clear message,
+    nothing changed)."""
     if o.model not in MODEL_NAMES:
         raise InputError(f"--model {o.model!r}; expected one of {list(MODEL_NAMES)}")
-    if o.backend not in BACKENDS:
-        raise InputError(f"--backend {o.backend!r}; expected one of {list(BACKENDS)}")
+    if o.backend not in formats.BACKENDS:
+        raise InputError(f"--backend {o.backend!r}; expected one of {list(formats.BACKENDS)}")
     if not isinstance(o.imgsz, int) or o.imgsz < 64 or o.imgsz % 16:
         raise InputError(f"--imgsz {o.imgsz!r}; expected an int multiple of 16 and >= 64 (400 for official weights)")
-    if o.fp16 and o.int8 and o.backend != "tensorrt":
+    if o.fp16 and o.int8 and "fp16" not in formats.get(o.backend, "int8").options:
         raise InputError(
             f"--fp16 with --int8 is not supported on {o.backend}: choose one precision "
             "(only tensorrt builds INT8 engines with an FP16 fallback)"
         )
-    if o.fp16 and o.backend == "onnxruntime":
-        raise InputError(
-            "--fp16 is not supported with --backend onnxruntime (the CPU provider has no fast FP16 kernels); "
-            "use --backend openvino --fp16, --backend tensorrt --fp16, or --int8"
-        )
-    if o.calib is not None and not o.int8:
-        raise InputError("--calib is only used with --int8; add --int8 or drop --calib")
-    if o.int8 and o.calib is not None and not Path(o.calib).is_dir():
+    fmt = formats.get(o.backend, o.precision)
+    default = ExportOptions()
+    selecting = {"fp32": set(), "fp16": {"fp16"}, "int8": {"int8"}}[o.precision]
+    for f in fields(ExportOptions):
+        if f.name not in fmt.options | selecting and getattr(o, f.name) != getattr(default, f.name):
+            why = _NEEDS.get(f.name, f"--{f.name.replace('_', '-')} does not apply")
+            raise InputError(f"{why}; it has no meaning for {o.backend} {o.precision.upper()}")
+    if o.calib is not None and not Path(o.calib).is_dir():
         raise InputError(f"--calib '{o.calib}' is not a directory; expected a folder of calibration images")
     if o.clip_checkpoint is not None and o.model != "tlg":
         raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
@@ -121,8 +136,6 @@ def validate(o: ExportOptions) -> None:
     for k in ("calib_episodes", "gate_episodes", "verify_episodes", "shots"):
         if int(getattr(o, k)) < 1:
             raise InputError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(o, k)!r}")
-    if o.force and not o.int8:
-        raise InputError("--force only overrides the INT8 accuracy gate; it has no meaning without --int8")
 
 
 def as_dict(o: ExportOptions) -> dict:

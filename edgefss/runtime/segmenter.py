@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class Segmenter:
         hotpath.check_ops(ops)
         bundle_dir = Path(bundle_dir)
         manifest = read_manifest(bundle_dir, verify=verify)
+        _warn_gate(manifest, bundle_dir)
         adapter = _adapter_for(manifest, bundle_dir)
         graphs = hotpath.requested_graphs(ops, adapter)
         be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device, graphs=graphs)
@@ -401,3 +403,14 @@ class Segmenter:
         for c, shots in enumerate(support.groups):
             out[list(shots)] = p[c]
         return out
+
+def _warn_gate(manifest: dict, bundle_dir) -> None:
+    """One warning when the bundle's accuracy gate did not pass (uninformative, or forced past a fail)."""
+    gate = manifest.get("gate") or {}
+    if gate.get("status") == "uninformative":
+        warnings.warn(f"bundle '{bundle_dir}': its {str(gate.get('precision', '')).upper()} accuracy gate was "
+                      "uninformative (every FP32 mask all background/foreground at export), so its accuracy "
+                      "against FP32 is unjudged", UserWarning, stacklevel=3)
+    elif gate.get("forced"):
+        warnings.warn(f"bundle '{bundle_dir}' FAILED its {str(gate.get('precision', '')).upper()} accuracy gate "
+                      f"and was written with --force ({'; '.join(gate.get('failures', []))})", UserWarning, stacklevel=3)

@@ -16,11 +16,14 @@ from typing import Protocol
 import numpy as np
 
 from edgefss.bundle import check_graph_io
+from edgefss import formats
 from edgefss.config import BACKENDS
 from edgefss.errors import BundleError, InputError
-from edgefss.runtime.backends import BACKENDS as BACKEND_TABLE
 from edgefss.runtime.backends import backend_class
 from edgefss.threads import cap_threads
+
+
+_PRECISION_FLAG = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}
 
 
 class Backend(Protocol):
@@ -59,9 +62,9 @@ def check_backend(name: str, manifest: dict, files: dict[str, Path], bundle_dir)
         raise BundleError(
             f"bundle: '{bundle_dir}' is a {precision.upper()} bundle built for {built_for}; it cannot run on "
             f"{name} (its precision/quantisation targets {built_for}). Use backend='{built_for}' "
-            f"or re-export with `edgefss export --backend {name} --precision {precision}`"
+            f"or re-export with `edgefss export --backend {name}{_PRECISION_FLAG[precision]}`"
         )
-    readable = BACKEND_TABLE[name][2]
+    readable = formats.READABLE[name]
     for g, p in files.items():
         if p.suffix.lower() not in readable:
             raise BundleError(
@@ -91,10 +94,32 @@ def open_backend(bundle_dir, manifest: dict, backend: str | None = None, threads
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads: expected a positive int or None, got {threads!r}")
     threads = cap_threads(threads)  # more threads than cores only adds contention (issue 14)
-    cls = backend_class(name)
-    kwargs = {}
-    if name == "openvino":
-        kwargs["fp32"] = manifest.get("precision") == "fp32"
-    be = cls(files, threads=threads, device=device, **kwargs)
+    precision = manifest.get("precision", "fp32")
+    # the bundle's own engine settings when it runs on the engine it was built for (recorded at
+    # export, what the gate measured); the format table's otherwise and for bundles predating them
+    config = manifest.get("engine_config") if name == manifest.get("backend") else None
+    be = open_graphs(name, precision, files, config, threads=threads, device=device)
     check_graph_io(bundle_dir, {**manifest, "graphs": {g: manifest["graphs"][g] for g in files}}, be)
     return be
+
+
+def open_graphs(name: str, precision: str, files: dict, config: dict | None = None, threads: int | None = None,
+                device=None) -> Backend:
+    """Open graph files on backend `name` with the settings its format prescribes.
+
+    The one constructor of engines: the runtime (through open_backend), the export verification
+    and the accuracy gate all call it, so they run the graphs with the same session options.
+
+    Args:
+        name: backend; precision: 'fp32' | 'fp16' | 'int8' (selects the format-table row).
+        files: graph name -> file path. config: engine settings (None = the format table's).
+        threads, device: as in open_backend.
+    """
+    fmt = formats.get(name, precision)
+    cls = backend_class(name)
+    if name == "onnxruntime":
+        return cls(files, threads=threads, device=device, devices=fmt.devices)
+    if name == "openvino":
+        cfg = fmt.engine_config if config is None else config
+        return cls(files, threads=threads, device=device, config=cfg, devices=fmt.devices)
+    return cls(files, threads=threads, device=device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefss.errors import require
+from edgefss.errors import InputError, require
 
 
 class OpenVinoBackend:
@@ -19,25 +19,31 @@ class OpenVinoBackend:
     Args:
         files: graph name -> .onnx or .xml path.
         threads: INFERENCE_NUM_THREADS (None = OpenVINO's default).
-        device: "CPU", "GPU", "AUTO", ... (None = "CPU").
-        fp32: force f32 inference precision. OpenVINO otherwise runs GPU in f16 and CPU in bf16 on
-            AMX-class CPUs, which breaks parity of FP32 bundles with the PyTorch model.
+        device: "CPU", "GPU", "AUTO", ... (None = the first of `devices` this machine has, else CPU).
+        config: compile config from the bundle's format (edgefss.formats, recorded in the manifest
+            as "engine_config"), e.g. INFERENCE_PRECISION_HINT: without it OpenVINO runs the GPU
+            in f16 and AVX512-BF16/AMX CPUs in bf16, whatever was verified.
+        devices: the devices the bundle's format targets, preferred first.
     """
 
     name = "openvino"
 
     def __init__(self, files: dict[str, Path], threads: int | None = None, device: str | None = None,
-                 fp32: bool = True):
+                 config: dict | None = None, devices: tuple = ("CPU",)):
         ov = require("openvino", "the openvino backend")
         core = ov.Core()
-        self.device = (device or "CPU").upper()
-        config = {}
-        if fp32:
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        present = {d.split(".")[0] for d in core.available_devices}
+        if device is None:
+            device = next((d for d in devices if d in present), "CPU")
+        self.device = str(device).upper()
+        if self.device.split(".")[0] not in present | {"AUTO", "MULTI", "HETERO"}:
+            raise InputError(f"device: {device!r}; this machine's OpenVINO devices are {sorted(present)}")
+        self.config = dict(config or {})
+        cfg = dict(self.config)
         if threads is not None and self.device == "CPU":
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = {
-            g: core.compile_model(core.read_model(str(p)), self.device, config) for g, p in files.items()
+            g: core.compile_model(core.read_model(str(p)), self.device, cfg) for g, p in files.items()
         }
         self.outputs = {g: [o.get_any_name() for o in c.outputs] for g, c in self.compiled.items()}
         self._local = threading.local()
