@@ -661,7 +661,11 @@ def test_cli_predict_writes_mask_and_overlay(cst_bundle, davis_pair, tmp_path, c
     assert rc == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "overlay" in printed
-    m = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    from PIL import Image
+
+    with Image.open(out) as im:  # two classes: a palette PNG whose values are the class indices
+        assert im.mode == "P"
+        m = np.asarray(im)
     ov = cv2.imread(str(out.with_name("mask_overlay.png")))
     h, w = load_image(q_img).shape[:2]
     assert m.shape == (h, w) and m.dtype == np.uint8 and m.max() <= 2
