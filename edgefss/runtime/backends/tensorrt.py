@@ -3,6 +3,12 @@
 No torch: device memory and streams come from cuda-python (`cuda.bindings.runtime`, or the older
 `cuda.cudart` module). Uses the TensorRT 10 name-based I/O API (`num_io_tensors`,
 `get_tensor_name`, `set_input_shape`, `set_tensor_address`, `execute_async_v3`).
+
+A plan that does not deserialise here (built by another TensorRT/JetPack or for another GPU) is
+rebuilt from the ONNX graph beside it (`<graph>.onnx`) through the engine cache
+(edgefss.trt_cache), with a progress line; without that ONNX the error says how to rebuild.
+The CUDA device is selected in every thread that runs an engine (the current device is
+per-thread state in CUDA), and `close()` frees buffers, streams and engines deterministically.
 """
 
 from __future__ import annotations
@@ -55,6 +61,12 @@ class _Cuda:
     def stream(self):
         return self.check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
 
+    def destroy_stream(self, stream) -> None:
+        self.check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
+
+    def set_device(self, index: int) -> None:
+        self.check(self.rt.cudaSetDevice(index), "cudaSetDevice")
+
     def sync(self, stream) -> None:
         self.check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
@@ -62,14 +74,28 @@ class _Cuda:
 class _Engine:
     """One deserialised engine + execution context + device buffers grown on demand."""
 
-    def __init__(self, trt, runtime, path: Path, cuda: _Cuda):
+    def __init__(self, trt, runtime, path: Path, cuda: _Cuda, device: int = 0, log=print):
         self.trt, self.cuda = trt, cuda
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        engine = None
+        if path.suffix != ".onnx":
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise InputError(
-                f"tensorrt: '{path}' could not be deserialised; it was built by another TensorRT version "
-                "or for another GPU. Rebuild the plan on this device (edgefss export --backend tensorrt)"
-            )
+            onnx = path.with_suffix(".onnx")
+            if not onnx.is_file():
+                raise InputError(
+                    f"tensorrt: '{path}' could not be deserialised; it was built by another TensorRT version "
+                    "or for another GPU, and no ONNX graph beside it ('" + onnx.name + "') to rebuild from. "
+                    "Rebuild the bundle on this device (edgefss export --backend tensorrt)"
+                )
+            from edgefss.trt_cache import build_cached
+
+            if path.suffix != ".onnx":
+                log(f"tensorrt: '{path.name}' does not load with this TensorRT/GPU; rebuilding from {onnx.name}")
+            meta = self._bundle_precision(path)
+            plan, _, _ = build_cached(onnx, meta == "int8", meta in ("fp16", "int8"), device=device, log=log)
+            engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+            if engine is None:
+                raise InputError(f"tensorrt: the engine rebuilt from '{onnx}' does not deserialise either")
         self.engine = engine
         self.context = engine.create_execution_context()
         self.inputs, self.outputs = [], []
@@ -81,6 +107,17 @@ class _Engine:
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, capacity bytes)
         self.stream = cuda.stream()
+
+    @staticmethod
+    def _bundle_precision(path: Path) -> str:
+        """The bundle's precision from its manifest beside the graph ('fp16' when unknown: TensorRT's default)."""
+        import json
+
+        m = path.parent / "manifest.json"
+        try:
+            return str(json.loads(m.read_text()).get("precision", "fp16")).lower()
+        except (OSError, ValueError):
+            return "fp16"
 
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, cap = self.buffers.get(name, (0, 0))
@@ -119,9 +156,15 @@ class _Engine:
         return outs
 
     def close(self) -> None:
+        """Frees the device buffers and the stream, then drops the context and engine (idempotent)."""
         for ptr, _ in self.buffers.values():
             self.cuda.free(ptr)
         self.buffers.clear()
+        if getattr(self, "stream", None) is not None:
+            self.cuda.destroy_stream(self.stream)
+            self.stream = None
+        self.context = None  # the context before its engine (TensorRT's destruction order)
+        self.engine = None
 
 
 class TensorRTBackend:
@@ -145,21 +188,36 @@ class TensorRTBackend:
                 f"the tensorrt backend needs TensorRT >= 10 (name-based I/O API), found {trt.__version__}"
             )
         cuda = _Cuda()
-        if device not in (None, "cuda"):
-            idx = int(str(device).replace("cuda:", ""))
-            cuda.check(cuda.rt.cudaSetDevice(idx), "cudaSetDevice")
+        self.device = 0 if device in (None, "cuda") else int(str(device).replace("cuda:", ""))
+        cuda.set_device(self.device)
+        self.cuda = cuda
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engines = {g: _Engine(trt, self.runtime, Path(p), cuda) for g, p in files.items()}
+        self.engines = {g: _Engine(trt, self.runtime, Path(p), cuda, self.device) for g, p in files.items()}
         self.locks = {g: threading.Lock() for g in files}
+        self.closed = False
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.closed:
+            raise InputError("tensorrt: the backend was closed; load the bundle again")
         with self.locks[graph]:
+            # the current device is per-thread in CUDA: a worker thread starts on device 0
+            self.cuda.set_device(self.device)
             return self.engines[graph].run(feeds)
 
-    def __del__(self):
-        for e in getattr(self, "engines", {}).values():
-            try:
+    def close(self) -> None:
+        """Releases every engine's device memory, stream and context now (idempotent)."""
+        if getattr(self, "closed", True):
+            return
+        self.closed = True
+        self.cuda.set_device(self.device)
+        for g, e in self.engines.items():
+            with self.locks[g]:
                 e.close()
-            except Exception:  # interpreter shutdown: the CUDA context may already be gone
-                pass
+        self.runtime = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the CUDA context may already be gone
+            pass
