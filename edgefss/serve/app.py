@@ -51,6 +51,7 @@ class Server:
         self.pools = {"compute": Admission(cfg.max_inflight + cfg.max_queue), "stream": Admission(cfg.max_streams)}
         self.metrics = Metrics(
             queue_depth=lambda: self.compute.waiting, inflight=lambda: self.compute.running,
+            admitted=lambda: self.pools["compute"].admitted,
             cached_supports=lambda: sum(e.cached() for e in self.engines.values()),
             encodes=lambda: sum(e.encodes for e in self.engines.values()))
 
@@ -125,6 +126,14 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
         kind = "missing" if first.get("type") == "missing" else first.get("msg", "invalid")
         return JSONResponse({"detail": f"{field}: {kind}" + ("" if kind == "missing" else f" ({first.get('type')})"),
                              "field": field, "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errs]}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # the traceback goes to the server log; the client gets JSON like every other error
+        import logging
+
+        logging.getLogger("edgefss.serve").exception("internal error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log", "field": None}, 500)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError):

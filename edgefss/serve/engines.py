@@ -21,12 +21,13 @@ from edgefss.serve.uploads import decode_image, decode_mask
 _NO_LIMIT = 1 << 62  # stored uploads passed the limits when they were uploaded
 
 
-def _field_of(message: str) -> str | None:
+def _field_of(message: str) -> str:
     """'class_names[1]: ...' -> 'classes[1]': the form field a Segmenter InputError is about."""
     head = message.split(":", 1)[0].strip()
-    if not head or " " in head:
-        return None
-    return head.replace("class_names", "classes")
+    if head and " " not in head:
+        return head.replace("class_names", "classes")
+    # e.g. a TLG text table's "class name 'x' is not in the text table": about the names
+    return "classes" if "class" in message.lower() else "images"
 
 
 class BundleEngine:

@@ -12,7 +12,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     """The server's counters, histograms and gauges; `render()` is the text exposition format."""
 
-    def __init__(self, queue_depth, inflight, cached_supports, encodes):
+    def __init__(self, queue_depth, inflight, admitted, cached_supports, encodes):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
         disable_created_metrics()  # the *_created series only double the output
@@ -29,6 +29,8 @@ class Metrics:
         Gauge("edgefss_queue_depth", "admitted requests waiting for a compute slot",
               registry=r).set_function(queue_depth)
         Gauge("edgefss_inflight", "predictions running now", registry=r).set_function(inflight)
+        Gauge("edgefss_admitted", "requests admitted to compute routes (running, waiting or still uploading)",
+              registry=r).set_function(admitted)
         Gauge("edgefss_support_sets_cached", "support sets encoded and cached in this process",
               registry=r).set_function(cached_supports)
         Gauge("edgefss_support_encodes", "support sets encoded by this process since start",

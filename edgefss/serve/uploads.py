@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from edgefss.errors import InputError
-from edgefss.imageio import load_image, load_mask
+from edgefss.imageio import apply_orientation, load_image, load_mask, orientation_of
 
 
 class HTTPFieldError(Exception):
@@ -64,6 +64,7 @@ def _decode(data: bytes, field: str, max_pixels: int, kind: str) -> np.ndarray:
         raise HTTPFieldError(422, field, f"{field}: could not be decoded as an image (corrupt, truncated or not an "
                                          f"image); expected a JPEG/PNG/BMP/TIFF/WebP {kind}")
     _check_pixels(arr.shape[1], arr.shape[0], field, max_pixels)
+    arr = apply_orientation(arr, orientation_of(data))  # phone photos: upright as viewers show them
     if kind == "mask":
         return arr
     if arr.ndim == 3 and arr.shape[2] == 3:
@@ -94,7 +95,7 @@ def decode_mask(data: bytes, field: str, max_bytes: int, max_pixels: int) -> np.
 
         with Image.open(io.BytesIO(data)) as im:
             if im.mode in ("P", "L", "1", "I", "I;16"):
-                arr = np.asarray(im)
+                arr = apply_orientation(np.asarray(im), orientation_of(data))
     if arr is None:
         arr = _decode(data, field, max_pixels, "mask")
     try:
