@@ -106,6 +106,18 @@ def _adapter_for(manifest: dict, bundle_dir) -> Adapter:
     raise BundleError(f"bundle: '{bundle_dir}' has model {model!r}; this runtime runs 'cst' and 'tlg'")
 
 
+class _ClosedBackend:
+    """Stands in for the backend after Segmenter.close(): any use is one clear error."""
+
+    name = "closed"
+
+    def run(self, graph, feeds):
+        raise StateError("Segmenter: closed (close() or its `with` block ended); load the bundle again")
+
+    def close(self) -> None:
+        pass
+
+
 class Segmenter:
     """Few-shot segmenter over a bundle; see the module docstring. Build with Segmenter.load."""
 
@@ -257,6 +269,21 @@ class Segmenter:
         """Drop the cached support set; predict raises StateError until set_support is called."""
         with self._lock:
             self._support = None
+
+    def close(self) -> None:
+        """Release the backend's engines and device memory now (idempotent); the Segmenter is unusable after."""
+        with self._lock:
+            self._support = None
+            backend, self.backend = self.backend, _ClosedBackend()
+        if hasattr(backend, "close"):
+            backend.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
     # ------------------------------------------------------------------------------ predict
     def _encode(self, rgb: np.ndarray) -> dict:
