@@ -109,6 +109,22 @@ def _orientation_of(im) -> int:
     return o if isinstance(o, int) and 1 <= o <= 8 else 1
 
 
+def orientation_of(source) -> int:
+    """EXIF orientation (1..8, 1 = upright or unknown) of an image file path or its bytes."""
+    import io
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return 1
+    try:
+        src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        with Image.open(src) as im:
+            return _orientation_of(im)
+    except Exception:  # noqa: BLE001 — not a PIL format: shown as stored
+        return 1
+
+
 def _check_header(path: Path, name: str) -> int:
     """Reject an over-sized image from its header, before decoding it (a 10000x10000 file would
     otherwise cost ~300 MB and seconds of decoding only to be refused), and return its EXIF

@@ -80,3 +80,20 @@ def test_demo_folder_frames_are_upright(tmp_path):
     with open_source(str(tmp_path)) as src:
         shapes = [f.shape[:2] for _, f in src]
     assert shapes == [(H, W), (W, H), (W, H)]
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_server_uploads_are_upright(tmp_path, orientation):
+    from edgefss.serve.uploads import decode_image, decode_mask
+
+    p = _save(tmp_path / "u.jpg", _pattern(), orientation)
+    with Image.open(p) as im:
+        ref = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = decode_image(p.read_bytes(), "support", 1 << 24, 1 << 24)
+    assert got.shape == ref.shape and np.abs(got.astype(int) - ref.astype(int)).mean() < 3.0
+    m = np.zeros((H, W), np.uint8)
+    m[2:10, 3:30] = 255
+    mp = _save(tmp_path / "m.png", m, orientation, fmt="PNG")
+    with Image.open(mp) as im:
+        mref = np.asarray(ImageOps.exif_transpose(im)) > 0
+    assert np.array_equal(decode_mask(mp.read_bytes(), "mask", 1 << 24, 1 << 24).astype(bool), mref)
