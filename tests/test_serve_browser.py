@@ -1,0 +1,90 @@
+"""The `edgefss serve` page driven in a real headless Chromium (Debian's chromium + chromedriver).
+
+Uploads a support image with its class name and mask, picks a query, waits for the overlay and
+the per-class scores, and keeps a screenshot in runs/test-artifacts/serve.png. Only 127.0.0.1 is
+contacted. Skipped (with the reason) when chromium, chromedriver or selenium is missing:
+    apt-get install -y --no-install-recommends chromium chromium-driver
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_serve import REPO, ServerProcess  # noqa: E402  (one server launcher; skips without [serve])
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+ARTIFACT = REPO / "runs" / "test-artifacts" / "serve.png"
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                       reason="no chromium/chromedriver: apt-get install -y --no-install-recommends chromium chromium-driver"),
+]
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+        opts.add_argument(a)
+    # an explicit driver path: selenium-manager (which would go online) is never run
+    d = webdriver.Chrome(service=Service(executable_path=DRIVER, log_output=str(tmp_path / "chromedriver.log")),
+                         options=opts)
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_runtime import build_tiny_bundle
+
+    sup_img, sup_mask, query, _, cls = davis_pair
+    bundle = build_tiny_bundle(tmp_path / "cst", "cst")
+    srv = ServerProcess(["--bundle", bundle, "--support-dir", tmp_path / "supports"], tmp_path / "server.log")
+    try:
+        d = browser
+        wait = WebDriverWait(d, 60)
+        d.get(srv.url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "ready")
+        assert "cst" in d.find_element(By.ID, "bundle").text
+
+        d.find_element(By.CSS_SELECTOR, ".support-file").send_keys(str(sup_img))
+        d.find_element(By.CSS_SELECTOR, ".support-class").send_keys(cls)
+        d.find_element(By.CSS_SELECTOR, ".support-mask").send_keys(str(sup_mask))
+        d.find_element(By.ID, "create-support").click()
+        wait.until(lambda d: d.find_element(By.ID, "support-id").text.startswith("support_id "))
+        sid = d.find_element(By.ID, "support-id").text.split()[1]
+        listed = srv.client().list_supports()
+        assert [s["id"] for s in listed] == [sid] and listed[0]["classes"] == [cls] and listed[0]["masks"] == 1
+
+        d.find_element(By.ID, "query-file").send_keys(str(query))
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0;"))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 1)
+        size = d.execute_script("const i = document.getElementById('overlay'); return [i.naturalWidth, i.naturalHeight];")
+        from PIL import Image
+
+        with Image.open(query) as im:
+            assert list(size) == list(im.size)  # the overlay is drawn at the query's own size
+        cells = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#scores tbody tr td")]
+        assert cells[0] == cls and 0.0 <= float(cells[1]) <= 1.0 and cells[2] in ("yes", "no")
+        assert "encode" in d.find_element(By.ID, "timings").text
+        assert "error" not in d.find_element(By.ID, "status").get_attribute("class")
+
+        ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+        assert d.save_screenshot(str(ARTIFACT))
+        with Image.open(ARTIFACT) as shot:
+            assert shot.size[0] >= 800
+    finally:
+        srv.stop()
