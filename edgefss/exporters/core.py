@@ -253,10 +253,12 @@ def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) 
             paths[name] = xml
         else:
             plan = w.path(f"{name}.plan")
-            info = tensorrt_engine.build_engine(s, plan, int8=o.int8 and s != fp32[name], fp16=o.fp16 or o.int8)
+            info = tensorrt_engine.build_engine(s, plan, int8=o.int8 and s != fp32[name], fp16=o.fp16 or o.int8,
+                                                log=log)
             log(f"built {name}.plan (TensorRT {info['trt_version']}, {info['gpu']}, cache "
                 f"{'hit' if info['cache_hit'] else 'miss'})")
-            files.append(f"{name}.plan")
+            shutil.copyfile(s, w.path(f"{name}.onnx"))  # the runtime rebuilds from it when the plan does not load
+            files += [f"{name}.plan", f"{name}.onnx"]
             paths[name] = plan
     engine = open_graphs(o.backend, o.precision, paths, fmt.engine_config)
     if not fmt.gated and o.backend != "onnxruntime":  # onnxruntime FP32 is the verified reference itself

@@ -91,8 +91,8 @@ class _Engine:
 
             if path.suffix != ".onnx":
                 log(f"tensorrt: '{path.name}' does not load with this TensorRT/GPU; rebuilding from {onnx.name}")
-            meta = self._bundle_precision(path)
-            plan, _, _ = build_cached(onnx, meta == "int8", meta in ("fp16", "int8"), device=device, log=log)
+            int8, fp16 = self._build_precision(path, onnx)
+            plan, _, _ = build_cached(onnx, int8, fp16, device=device, log=log)
             engine = runtime.deserialize_cuda_engine(plan.read_bytes())
             if engine is None:
                 raise InputError(f"tensorrt: the engine rebuilt from '{onnx}' does not deserialise either")
@@ -109,15 +109,19 @@ class _Engine:
         self.stream = cuda.stream()
 
     @staticmethod
-    def _bundle_precision(path: Path) -> str:
-        """The bundle's precision from its manifest beside the graph ('fp16' when unknown: TensorRT's default)."""
+    def _build_precision(path: Path, onnx: Path) -> tuple[bool, bool]:
+        """(int8, fp16) flags to rebuild with, as the exporter built this graph: INT8 for a graph with
+        QDQ nodes, else FP16 unless the bundle (manifest beside it) is FP32."""
         import json
 
-        m = path.parent / "manifest.json"
+        data = onnx.read_bytes()
+        if b"QuantizeLinear" in data:  # op types are stored as plain strings in the protobuf
+            return True, True
         try:
-            return str(json.loads(m.read_text()).get("precision", "fp16")).lower()
+            precision = str(json.loads((path.parent / "manifest.json").read_text()).get("precision", "fp16"))
         except (OSError, ValueError):
-            return "fp16"
+            precision = "fp16"
+        return False, precision.lower() != "fp32"
 
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, cap = self.buffers.get(name, (0, 0))
