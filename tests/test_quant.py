@@ -127,7 +127,7 @@ def test_quantize_onnx_s8s8_per_channel_and_accuracy(tmp_path):
     rng = np.random.default_rng(1)
     feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
     info = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, keep_last=True,
-                         cache_path=tmp_path / "c.json")
+                         cache_path=tmp_path / "c.json", fmt="qdq_s8s8_pc")
     assert info["quantizable_nodes"] == 4 and info["quantized_nodes"] == 3 and info["excluded_last"] == ["conv_last"]
     q = onnx.load(str(tmp_path / "q.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
@@ -146,7 +146,7 @@ def test_quantize_onnx_s8s8_per_channel_and_accuracy(tmp_path):
     assert 0.99 < c < 1.0
     # re-quantizing with the cache and one more exclusion needs no feeds and keeps conv1 float
     info2 = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q2.onnx", feeds[:1], keep_last=True,
-                          extra_exclude=("conv1",), cache_path=tmp_path / "c.json")
+                          extra_exclude=("conv1",), cache_path=tmp_path / "c.json", fmt="qdq_s8s8_pc")
     assert info2["quantized_nodes"] == 2
 
 

@@ -8,8 +8,13 @@ Policy (deployment-notes §3, §0 "ViT quantization recipe"):
 - MatMuls whose both inputs are activations (attention, the correlation) stay float
   (`MatMulConstBOnly`): cosine similarities lose most of their signal in 8 bits;
 - in head graphs, the last quantizable layer before each output stays float;
-- S8S8 QDQ, per-channel symmetric weights, symmetric activations: the default U8S8 saturates
-  on AVX2 without VNNI (measured token cosine 0.990 vs 0.999 S8S8).
+- the format follows the target instruction set (`FORMATS`, `format_for`, measured with
+  bench/int8_formats.py): without VNNI, x86 integer GEMMs use vpmaddubsw, whose int16
+  intermediate saturates on U8S8 (measured token cosine 0.990 vs 0.999 S8S8), so AVX2-only
+  targets get S8S8; with VNNI (vpdpbusd, u8 x s8 into int32, no saturation) U8S8 is exact
+  enough and is the form ONNX Runtime's x86 kernels take natively;
+- calibration is streamed: MinMax ranges are computed per sample and merged (exact for
+  min/max), so the calibrator never holds more than one sample's outputs.
 """
 
 from __future__ import annotations
@@ -17,9 +22,66 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edgefss.errors import require
+from edgefss.errors import InputError, require
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
+
+# name -> (quant format, activation type, weight type, per-channel weights, symmetric activations)
+FORMATS = {
+    "qdq_s8s8_pc": ("QDQ", "QInt8", "QInt8", True, True),
+    "qdq_u8s8_pc": ("QDQ", "QUInt8", "QInt8", True, False),
+    "qop_u8s8_pc": ("QOperator", "QUInt8", "QInt8", True, False),
+    "qdq_u8s8_pt": ("QDQ", "QUInt8", "QInt8", False, False),
+}
+# Target instruction sets, best first, and the format chosen for each (bench/int8_formats.py).
+ISA_FORMAT = {"avx512_vnni": "qdq_u8s8_pc", "avx_vnni": "qdq_u8s8_pc", "avx2": "qdq_s8s8_pc",
+              "neon_dot": "qdq_s8s8_pc", "generic": "qdq_s8s8_pc"}
+
+
+def target_isa(cpuinfo_text: str | None = None) -> str:
+    """The integer dot-product instruction set of this CPU (or of a /proc/cpuinfo text):
+    'avx512_vnni', 'avx_vnni', 'avx2', 'neon_dot' or 'generic'."""
+    from pathlib import Path as _P
+
+    from edgefss.doctor import parse_cpuinfo
+
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = _P("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo_text = ""
+    isa = parse_cpuinfo(cpuinfo_text)["isa"]
+    if isa.get("AVX512-VNNI"):
+        return "avx512_vnni"
+    if isa.get("AVX-VNNI"):
+        return "avx_vnni"
+    if isa.get("AVX2"):
+        return "avx2"
+    if isa.get("dotprod"):
+        return "neon_dot"
+    return "generic"
+
+
+def format_for(isa: str) -> str:
+    """The quantization format (a FORMATS key) for a target instruction set."""
+    if isa not in ISA_FORMAT:
+        raise InputError(f"INT8 target instruction set '{isa}' is not one of {sorted(ISA_FORMAT)}")
+    return ISA_FORMAT[isa]
+
+
+def check_target(quant: dict, isa: str) -> str | None:
+    """Why an INT8 graph made for `quant['target_isa']` must not run on `isa`, or None.
+
+    Only one mismatch matters for correctness: U8S8 weights run on an x86 CPU without VNNI,
+    where vpmaddubsw saturates (wrong results, not just slower). Any other pair runs correctly,
+    at most slower than a bundle exported for that CPU.
+    """
+    fmt = quant.get("format")
+    if fmt in FORMATS and FORMATS[fmt][1] == "QUInt8" and isa == "avx2":
+        return (f"this INT8 bundle uses {fmt} (exported for {quant.get('target_isa', '?')}); on an x86 CPU "
+                "without VNNI its u8 x s8 products saturate. Re-export on/for this CPU "
+                "(edgefss export --int8 --target-isa avx2)")
+    return None
 
 
 def last_layers(model) -> list[str]:
@@ -54,6 +116,35 @@ def exclusion_policy(model, keep_last: bool, extra: tuple = ()) -> list[str]:
     return sorted(excl)
 
 
+def fold_constant_identities(model) -> int:
+    """Replace every Identity of an initializer by a copy of that initializer (exact).
+
+    torch.onnx deduplicates equal constants (e.g. the identical BN-folded biases of randomly
+    initialised layers) and reads the copies through Identity nodes. ONNX Runtime fuses
+    DQ -> Conv -> Q into an integer QLinearConv only when the bias is a constant, so a bias behind
+    an Identity leaves the Conv in float between dequantize/quantize pairs (slower than FP32).
+
+    Returns:
+        number of Identity nodes removed.
+    """
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    keep, n = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in init and node.output[0] not in outputs:
+            t = numpy_helper.from_array(numpy_helper.to_array(init[node.input[0]]), node.output[0])
+            model.graph.initializer.append(t)
+            n += 1
+        else:
+            keep.append(node)
+    if n:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return n
+
+
 def _name_nodes(model) -> None:
     # nodes_to_exclude works by name; exporters may leave some nodes unnamed
     used = {n.name for n in model.graph.node if n.name}
@@ -67,8 +158,9 @@ def _name_nodes(model) -> None:
 
 
 def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclude: tuple = (),
-                  cache_path=None, label: str = "calibrating") -> dict:
-    """Quantize one graph to S8S8 QDQ.
+                  cache_path=None, label: str = "calibrating", fmt: str | None = None,
+                  isa: str | None = None) -> dict:
+    """Quantize one graph in the format of the target instruction set.
 
     Args:
         fp32_path: FP32 ONNX file; out_path: where the QDQ model goes.
@@ -78,15 +170,24 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
         extra_exclude: more node names to keep float (sensitivity search, user overrides).
         cache_path: JSON calibration cache; re-quantizations with other exclusions reuse it.
         label: tqdm label.
+        fmt: a FORMATS key; default `format_for(isa)`.
+        isa: target instruction set (see `target_isa`); default this CPU's.
 
     Returns:
-        dict(quantized_nodes, float_nodes, excluded_last, extra_excluded).
+        dict(quantized_nodes, quantizable_nodes, excluded_last, extra_excluded, format, target_isa)
+        (format and target_isa belong in the manifest's quantization record).
     """
     onnx = require("onnx", "INT8 quantization")
     q = require("onnxruntime.quantization", "ONNX Runtime INT8 quantization")
     from edgefss.quant.reader import FeedReader
 
+    isa = isa or target_isa()
+    fmt = fmt or format_for(isa)
+    if fmt not in FORMATS:
+        raise InputError(f"INT8 format '{fmt}' is not one of {sorted(FORMATS)}")
+    qformat, act, weight, per_channel, act_sym = FORMATS[fmt]
     model = onnx.load(str(fp32_path))
+    folded = fold_constant_identities(model)
     _name_nodes(model)
     excl = exclusion_policy(model, keep_last, tuple(extra_exclude))
     named = Path(str(out_path) + ".named.onnx")
@@ -99,11 +200,14 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
     try:
         q.quantize_static(
             str(named), str(out_path), FeedReader(feeds, progress=label),
-            quant_format=q.QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
-            per_channel=True, reduce_range=False,
-            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+            quant_format=getattr(q.QuantFormat, qformat), op_types_to_quantize=list(QUANT_OPS),
+            per_channel=per_channel, reduce_range=False,
+            activation_type=getattr(q.QuantType, act), weight_type=getattr(q.QuantType, weight),
             nodes_to_exclude=excl, calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True},
+            extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": True, "MatMulConstBOnly": True,
+                           # one sample per collect/compute pass, ranges merged (exact for MinMax):
+                           # the calibrator's memory no longer grows with the number of samples
+                           "CalibStridedMinMax": 1},
             calibration_cache_path=None if cache_path is None else str(cache_path),
         )
     finally:
@@ -117,12 +221,19 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
         "quantizable_nodes": len(quantizable),
         "excluded_last": last_layers(model) if keep_last else [],
         "extra_excluded": sorted(extra_exclude),
+        "format": fmt,
+        "target_isa": isa,
+        "folded_identities": folded,
     }
 
 
 def _quantized_nodes(qmodel) -> set:
-    # a node counts as quantized when its weight (input 1) is dequantized: activation QDQ pairs
-    # are shared between consumers, so a float node can still read a QDQ'd input
+    # QDQ: a node counts as quantized when its weight (input 1) is dequantized (activation QDQ
+    # pairs are shared between consumers, so a float node can still read a QDQ'd input).
+    # QOperator: the node was replaced by an integer op named "<name>_quant".
     dq_out = {o for n in qmodel.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return {n.name for n in qmodel.graph.node
-            if n.op_type in QUANT_OPS and len(n.input) > 1 and n.input[1] in dq_out}
+    qdq = {n.name for n in qmodel.graph.node
+           if n.op_type in QUANT_OPS and len(n.input) > 1 and n.input[1] in dq_out}
+    qop = {n.name.removesuffix("_quant") for n in qmodel.graph.node
+           if n.op_type in ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm")}
+    return qdq | qop
