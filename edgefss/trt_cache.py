@@ -224,3 +224,29 @@ def build_cached(onnx_path, int8: bool, fp16: bool, workspace_mib: int | None = 
     plan, hit = EngineCache(cache_dir).get_or_build(
         key, lambda: serialize_engine(onnx_path, int8, fp16, ws, log), Path(onnx_path).name, log)
     return plan, key, hit
+
+
+def cached_engines(cache_dir=None, trt_version: str | None = None, compute_capability: str | None = None) -> list[dict]:
+    """Every engine in the cache with its key and whether it fits this device (for `edgefss doctor`).
+
+    Args:
+        trt_version / compute_capability: this device's; None = unknown (then `fits` is None).
+
+    Returns:
+        [{"plan": path, **EngineKey fields, "fits": bool | None}] sorted by plan name.
+    """
+    cache = EngineCache(cache_dir)
+    out = []
+    for meta in sorted(cache.root.glob("*.json")) if cache.root.is_dir() else []:
+        try:
+            key = EngineKey(**json.loads(meta.read_text()))
+        except (ValueError, TypeError):
+            continue
+        plan = meta.with_suffix(".plan")
+        if not plan.is_file():
+            continue
+        fits = None
+        if trt_version is not None and compute_capability is not None:
+            fits = key.trt_version == str(trt_version) and key.compute_capability == str(compute_capability)
+        out.append({"plan": str(plan), **asdict(key), "fits": fits})
+    return out
