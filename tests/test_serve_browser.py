@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_serve import REPO, ServerProcess  # noqa: E402  (one server launcher; skips without [serve])
+from test_serve import REPO  # noqa: E402  (skips without the [serve] extra)
+from edgefss.serve.process import ServerProcess  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
