@@ -113,3 +113,40 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     cv2 = pytest.importorskip("cv2")
     m = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
     assert m is not None and m.shape[:2] == (packaged.VERIFY_SIZE, packaged.VERIFY_SIZE)
+
+
+def _docker_unavailable() -> str | None:
+    """Why the CPU image cannot be built here, or None when it can."""
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    if info.returncode != 0:
+        return "no Docker engine running (docker info: " + (info.stderr.strip().splitlines() or ["?"])[-1] + ")"
+    base = subprocess.run(["docker", "image", "inspect", "python:3.11-slim"], capture_output=True, timeout=30)
+    if base.returncode != 0:
+        pull = subprocess.run(["docker", "pull", "python:3.11-slim"], capture_output=True, text=True, timeout=300)
+        if pull.returncode != 0:
+            return "the base image python:3.11-slim cannot be pulled: " + pull.stderr.strip()[-200:]
+    return None
+
+
+@pytest.mark.slow
+def test_cpu_docker_image_runs_doctor_and_predict(tmp_path):
+    why = _docker_unavailable()
+    if why:
+        pytest.skip(why)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runtime import build_tiny_bundle
+
+    tag = "edgefss-test:cpu"
+    _run(["docker", "build", "-f", str(ROOT / "docker" / "Dockerfile.cpu"), "-t", tag, str(ROOT)])
+    out = _run(["docker", "run", "--rm", tag, "doctor"])
+    assert "edgefss._C" in out and "[x] openvino" in out, out
+    bundle = build_tiny_bundle(tmp_path / "cst", "cst")
+    images = packaged.verification_folder() / "images"
+    shutil.copy(images / "dog_0.png", tmp_path / "s.png")
+    shutil.copy(images / "dog_1.png", tmp_path / "q.png")
+    tmp_path.chmod(0o777)
+    _run(["docker", "run", "--rm", "-v", f"{tmp_path}:/w", tag, "predict", "--bundle", "/w/cst", "--support",
+          "/w/s.png:dog", "--query", "/w/q.png", "--out", "/w/mask.png"])
+    assert (tmp_path / "mask.png").is_file()
