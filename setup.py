@@ -1,7 +1,9 @@
 """Build/install edgefss.
 
 The native extension `edgefss._C` (pybind11 over NumPy, no libtorch) is built through CMake:
-CPU sources always, CUDA sources when nvcc is found (or EDGEFSS_FORCE_CUDA=1).
+CPU sources always (SSE2 + AVX2/FMA variants chosen at run time on x86-64, NEON on aarch64;
+EDGEFSS_NATIVE_ARCH=1 builds one -march=native variant instead), CUDA sources when nvcc is found
+(or EDGEFSS_FORCE_CUDA=1).
 EDGEFSS_NO_EXTENSION=1 skips it; a failed native build warns and installs the pure-Python
 package, which then runs on the NumPy/PyTorch fallbacks (`edgefss.ops.has_native()` says which).
 """
@@ -48,6 +50,8 @@ class CMakeBuild(build_ext):
             cfg.append("-DEDGEFSS_FORCE_CUDA=ON")
         if os.environ.get("EDGEFSS_NO_CUDA", "0") == "1":
             cfg.append("-DEDGEFSS_NO_CUDA=ON")
+        if os.environ.get("EDGEFSS_NATIVE_ARCH", "0") == "1":  # tune for this machine only (not portable)
+            cfg.append("-DEDGEFSS_NATIVE_ARCH=ON")
         subprocess.check_call(["cmake", str(ROOT), *cfg], cwd=build_dir)
         jobs = str(os.cpu_count() or 2)
         subprocess.check_call(["cmake", "--build", ".", "--config", "Release", "-j", jobs], cwd=build_dir)
