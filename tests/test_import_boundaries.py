@@ -36,7 +36,8 @@ def _run(code: str, *args) -> subprocess.CompletedProcess:
 
 
 def _torch_side(name: str) -> bool:
-    return name in TORCH_SIDE_MODULES or any(name == p or name.startswith(p + ".") for p in TORCH_SIDE_PACKAGES)
+    return name in TORCH_SIDE_MODULES or any(name == p or name.startswith(p + ".")
+                                             for p in TORCH_SIDE_PACKAGES)
 
 
 def torch_free_modules() -> list[str]:

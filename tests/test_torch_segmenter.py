@@ -92,9 +92,8 @@ def test_feed_builder_builds_the_segmenters_head_feeds(model, segs, davis_pair):
 
 def _export_bundle(seg, out_dir):
     """Export the torch segmenter's own graphs to an ONNX bundle (the exporter's ONNX step)."""
-    from _bundles import write_bundle
-
     import onnx
+    from _bundles import write_bundle
 
     from edgefss.exporters.onnx_export import export_graph
     from edgefss.exporters.tlg_graphs import tlg_example_inputs

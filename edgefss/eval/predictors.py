@@ -28,5 +28,6 @@ def load_predictor(model: str | None = None, checkpoint=None, bundle=None, backe
 
     seg = torch_segmenter(model, checkpoint=checkpoint, imgsz=imgsz, clip_checkpoint=clip_checkpoint,
                           threads=threads)
-    return seg, {"predictor": "torch", "model": model, "backend": "torch", "precision": "fp32", "imgsz": imgsz,
-                 "checkpoint": None if checkpoint is None else str(checkpoint), "random_init": checkpoint is None}
+    return seg, {"predictor": "torch", "model": model, "backend": "torch", "precision": "fp32",
+                 "imgsz": imgsz, "checkpoint": None if checkpoint is None else str(checkpoint),
+                 "random_init": checkpoint is None}

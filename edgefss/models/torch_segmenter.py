@@ -60,7 +60,8 @@ def graph_defs(model) -> dict:
 
         io = tlg_io(model)
         wrappers = {"encoder": TLGEncoderGraph(model), "head": TLGHeadGraph(model)}
-        return {n: GraphDef(w.eval(), list(io[n]["inputs"]), list(io[n]["outputs"]), dict(io[n]["dynamic_axes"]))
+        return {n: GraphDef(w.eval(), list(io[n]["inputs"]), list(io[n]["outputs"]),
+                            dict(io[n]["dynamic_axes"]))
                 for n, w in wrappers.items()}
     from edgefss.exporters.cst_graphs import CST_IO, CSTEncoderGraph, CSTHeadGraph
 
@@ -72,7 +73,8 @@ def graph_defs(model) -> dict:
 def torch_manifest(kind: str, graphs: dict, imgsz: int, checkpoint=None, clip_checkpoint=None) -> dict:
     """The bundle-manifest fields the runtime reads (model, preprocess, graphs' I/O, pseudo_mask)."""
     pseudo = {"threshold": CST_PSEUDO_THRESHOLD if kind == "cst" else None}
-    io = {n: {"inputs": {i: {} for i in g.inputs}, "outputs": {o: {} for o in g.outputs}} for n, g in graphs.items()}
+    io = {n: {"inputs": {i: {} for i in g.inputs}, "outputs": {o: {} for o in g.outputs}}
+          for n, g in graphs.items()}
     return {"model": kind, "backend": BACKEND_NAME, "precision": "fp32",
             "preprocess": PreprocessCfg(imgsz=imgsz).to_dict(), "graphs": io, "pseudo_mask": pseudo,
             "weights": {"checkpoint": None if checkpoint is None else str(checkpoint),

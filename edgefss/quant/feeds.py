@@ -21,7 +21,8 @@ from edgefss.transforms import load_mask, preprocess, resize_mask
 
 KINDS = ("cst", "tlg")
 _CST_ENCODER_OUTPUTS = ("query_feats", "support_feats", "pseudo_prob")
-_HEAD_OUTPUTS = {"cst": ("cls_logits", "seg_logits"), "tlg": ("query_logits", "support_logits", "query_prior")}
+_HEAD_OUTPUTS = {"cst": ("cls_logits", "seg_logits"),
+                 "tlg": ("query_logits", "support_logits", "query_prior")}
 
 
 def _manifest(kind: str, pre: PreprocessCfg, head_inputs: list) -> dict:
