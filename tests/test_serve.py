@@ -395,3 +395,40 @@ def test_support_store_is_content_addressed_and_verified(tmp_path):
     assert created and st.get(s.id).images == (b"img-bytes",)
     with pytest.raises(KeyError):
         st.path("../x")
+
+
+def test_cors_is_off_unless_configured(server):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/v1/supports", headers={"Origin": "https://elsewhere.example"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200 and resp.getheader("Access-Control-Allow-Origin") is None
+    conn.close()
+    from edgefss.errors import InputError
+    from edgefss.serve.config import ServeConfig
+
+    with pytest.raises(InputError, match="--cors-origin"):
+        ServeConfig(bundles={"b": str(REPO)}, cors_origins=["*"]).check()
+
+
+def test_two_workers_serve_one_support_folder(bundles, tmp_path):
+    """`--workers 2`: both uvicorn worker processes answer for a set created through either."""
+    from edgefss.serve.client import Client
+
+    with ServerProcess(["--bundle", bundles["cst"], "--workers", "2", "--support-dir", tmp_path / "sup",
+                        "--threads", "1"], tmp_path / "server.log") as srv:
+        q = png(noise(30, 40, 3))
+        sid = srv.client().create_support([png(noise(40, 56, 1))], ["dog"])["id"]
+        seen = {}
+        for _ in range(200):  # a new connection each time: the kernel hands accepts to either worker
+            c = Client(srv.url)
+            pid = c.health()["pid"]
+            if pid not in seen:
+                seen[pid] = c.predict(q, sid, include="mask")["mask_png"]
+            c.close()
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, srv.log_text()
+        assert len(set(seen.values())) == 1  # same set, same answer in both processes
