@@ -638,3 +638,9 @@ def check_graph_io(bundle_dir, manifest: dict, backend) -> None:
                 if len(dims) != len(ws) or any(isinstance(a, int) and isinstance(b, int) and a != b
                                                for a, b in zip(dims, ws)):
                     raise BundleError(f"{where} {kind[:-1]} '{n}' has shape {dims}; the manifest says {ws}")
+        # the runtime resizes every image to preprocess.imgsz: the graph must take that size
+        dims = io["inputs"].get("image", (None, None))[1]
+        S = manifest["preprocess"]["imgsz"]
+        if dims and len(dims) == 4 and any(isinstance(d, int) and d != S for d in dims[2:]):
+            raise BundleError(f"{where} takes images of {dims[2]}x{dims[3]}; the manifest's preprocess.imgsz "
+                              f"is {S}")

@@ -183,6 +183,14 @@ def test_bundle_files_have_normal_permissions(tmp_path):
     assert "text_table.npz" in modes and set(modes.values()) == {0o644}, modes
 
 
+def test_resealed_imgsz_that_the_graph_does_not_take_is_refused(cst):
+    man = _man(cst)
+    man["preprocess"]["imgsz"] = 64  # the tiny graphs take 32
+    _write(cst, man, reseal=True)
+    with pytest.raises(BundleError, match=r"encoder\.onnx.*takes images of 32x32.*imgsz is 64"):
+        _load(cst)
+
+
 def test_graph_io_check_covers_outputs(cst):
     man = _man(cst)
     k, t = next((k, t) for k, t in man["graphs"]["head"]["outputs"].items() if any(isinstance(d, int) for d in t["shape"]))
