@@ -311,6 +311,9 @@ def test_token_is_required_when_configured(server_b):
     assert (status, field) == (401, "Authorization")
     assert anon.health()["auth"] is True  # liveness and the page stay public
     assert b"<title>edgefss serve</title>" in anon.request("GET", "/", raw=True)
+    schema = anon.request("GET", "/openapi.json")  # the API docs at /docs read this
+    assert {"/v1/supports", "/v1/predict", "/v1/stream", "/metrics"} <= set(schema["paths"])
+    assert b"swagger" in anon.request("GET", "/docs", raw=True).lower()
     assert isinstance(server_b.client().list_supports(), list)
 
 
