@@ -26,6 +26,7 @@ COMMON_OPTIONS = frozenset({"model", "checkpoint", "backend", "imgsz", "out", "t
 GATE_OPTIONS = frozenset({"calib", "gate_episodes", "agreement", "force", "strict", "shots"})
 # INT8 only: calibration size and the per-layer sensitivity list on a failed gate.
 INT8_OPTIONS = GATE_OPTIONS | {"calib_episodes", "sensitivity"}
+TRT_OPTIONS = frozenset({"workspace"})  # engine build memory cap (edgefss.trt_cache)
 
 # OpenVINO's INFERENCE_PRECISION_HINT: without it the CPU plugin runs bf16 on AVX512-BF16/AMX CPUs
 # and the GPU plugin f16, whatever the bundle's precision. The hint is written into the manifest
@@ -85,10 +86,10 @@ FORMATS = (
            method="FP16 weights, f16 compute", note="a CPU runs the f16 hint as bf16/f16 where it has them, else f32"),
     Format("openvino", "int8", ("CPU",), ".xml", _IR, COMMON_OPTIONS | INT8_OPTIONS, _OV_F32,
            method="NNCF (`ModelType.TRANSFORMER` for CST)"),
-    Format("tensorrt", "fp32", ("cuda",), ".plan", _PLAN, note=_TRT_NOTE),
-    Format("tensorrt", "fp16", ("cuda",), ".plan", _PLAN, COMMON_OPTIONS | GATE_OPTIONS,
+    Format("tensorrt", "fp32", ("cuda",), ".plan", _PLAN, COMMON_OPTIONS | TRT_OPTIONS, note=_TRT_NOTE),
+    Format("tensorrt", "fp16", ("cuda",), ".plan", _PLAN, COMMON_OPTIONS | GATE_OPTIONS | TRT_OPTIONS,
            method="BuilderFlag.FP16", note=_TRT_NOTE),
-    Format("tensorrt", "int8", ("cuda",), ".plan", _PLAN, COMMON_OPTIONS | INT8_OPTIONS | {"fp16"},
+    Format("tensorrt", "int8", ("cuda",), ".plan", _PLAN, COMMON_OPTIONS | INT8_OPTIONS | TRT_OPTIONS | {"fp16"},
            method="explicit QDQ, FP16 fallback", note=_TRT_NOTE),
 )
 

@@ -408,3 +408,20 @@ def test_real_tensorrt_engine_builds_and_runs():
     if cuda_device_info() is None:
         pytest.skip("TensorRT is installed but no CUDA device is visible")
     pytest.skip("run tests/test_export.py -k tensorrt on the device: it exports, builds and verifies engines")
+
+
+def test_workspace_option_reaches_only_tensorrt_exports():
+    import argparse
+
+    from edgefss.cli import export as cli_export
+    from edgefss.exporters.options import resolve
+
+    assert resolve(backend="tensorrt", workspace=512).workspace == 512
+    assert resolve(backend="tensorrt").workspace is None  # the builder then uses trt_cache's 1024 MiB
+    with pytest.raises(InputError, match="--workspace caps TensorRT's engine build memory"):
+        resolve(backend="openvino", workspace=512)
+    with pytest.raises(InputError, match="--workspace 10; expected an integer number of MiB >= 64"):
+        resolve(backend="tensorrt", workspace=10)
+    p = argparse.ArgumentParser()
+    cli_export.add_arguments(p)
+    assert p.parse_args(["--backend", "tensorrt", "--workspace", "768"]).workspace == 768

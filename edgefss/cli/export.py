@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "fallback precision)")
     p.add_argument("--imgsz", type=int, default=None, help="square input size (default 400)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle directory (default <model>_<imgsz>_<backend>_<precision>)")
-    p.add_argument("--target", default=None, metavar="RECIPE", help="recipe name from export/*.json, e.g. openvino-cpu-int8")
+    p.add_argument("--target", default=None, metavar="RECIPE", help="recipe name (edgefss/recipes/*.json, see --list-targets), e.g. openvino-cpu-int8")
     p.add_argument("--force", action="store_const", const=True, default=None,
                    help="write an INT8/FP16 bundle even when the accuracy gate fails (warned; manifest gate.forced)")
     p.add_argument("--strict", action="store_const", const=True, default=None,
@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agreement", type=float, default=None,
                    help="accuracy gate: minimum mask IoU on the informative episodes (default 0.95)")
     p.add_argument("--shots", type=int, default=None, help="supports per calibration episode (default 1)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
+                   help="TensorRT engine build memory cap in MiB (default 1024, fits an Orin Nano 8 GB)")
     p.add_argument("--list-targets", action="store_true", help="print the recipe names and exit")
 
 
@@ -63,5 +65,5 @@ def run(args) -> int:
            fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force, strict=args.strict,
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
-           shots=args.shots)
+           shots=args.shots, workspace=args.workspace)
     return 0

@@ -15,7 +15,7 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
            out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
-           log=print) -> Path:
+           workspace=None, log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -31,6 +31,7 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
             agreement: gate threshold (0.95); shots: supports per episode.
         sensitivity: on a failed gate, run the per-layer sensitivity list (default True; it costs
             one gate run per layer group, e.g. benchmarks that force INT8 turn it off).
+        workspace: TensorRT engine build memory cap in MiB (default 1024: fits an Orin Nano 8 GB).
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -44,5 +45,5 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
                    imgsz=imgsz, out=out, target=target, force=force, strict=strict, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
-                   sensitivity=sensitivity)
+                   sensitivity=sensitivity, workspace=workspace)
     return run_export(opts, log=log)

@@ -254,7 +254,7 @@ def _stage_backend(o, mg, src, fp32, w, verification, builder, verify_eps, log) 
         else:
             plan = w.path(f"{name}.plan")
             info = tensorrt_engine.build_engine(s, plan, int8=o.int8 and s != fp32[name], fp16=o.fp16 or o.int8,
-                                                log=log)
+                                                workspace_mib=o.workspace, log=log)
             log(f"built {name}.plan (TensorRT {info['trt_version']}, {info['gpu']}, cache "
                 f"{'hit' if info['cache_hit'] else 'miss'})")
             shutil.copyfile(s, w.path(f"{name}.onnx"))  # the runtime rebuilds from it when the plan does not load

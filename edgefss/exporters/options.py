@@ -40,6 +40,7 @@ class ExportOptions:
     verify_episodes: int = 2
     agreement: float = 0.95
     shots: int = 1
+    workspace: int | None = None  # TensorRT engine build memory cap in MiB (None: edgefss.trt_cache default, 1024)
 
     @property
     def precision(self) -> str:
@@ -103,6 +104,7 @@ _NEEDS = {  # why an option is refused where it does not apply
     "strict": "--strict only refuses an uninformative verdict of " + _GATE_HINT,
     "shots": "--shots sets the supports per episode of INT8 calibration and " + _GATE_HINT,
     "calib_episodes": "--calib-episodes is only used with --int8", "sensitivity": "sensitivity is only used with --int8",
+    "workspace": "--workspace caps TensorRT's engine build memory (--backend tensorrt only)",
 }
 
 
@@ -133,6 +135,8 @@ def validate(o: ExportOptions) -> None:
         raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
     if not 0.0 < o.agreement <= 1.0:
         raise InputError(f"agreement threshold {o.agreement!r}; expected a number in (0, 1]")
+    if o.workspace is not None and (not isinstance(o.workspace, int) or o.workspace < 64):
+        raise InputError(f"--workspace {o.workspace!r}; expected an integer number of MiB >= 64")
     for k in ("calib_episodes", "gate_episodes", "verify_episodes", "shots"):
         if int(getattr(o, k)) < 1:
             raise InputError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(o, k)!r}")
