@@ -49,6 +49,28 @@ def _rss_mb(pid: int) -> float:
     return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
 
 
+def _in_process_ms(bundle: str, args, sup: bytes, query: bytes, threads) -> float:
+    """Median Segmenter.predict time on the same query in this process (no HTTP): the baseline."""
+    import cv2
+
+    from edgefss.runtime import Segmenter
+
+    def rgb(b):
+        return cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+    seg = Segmenter.load(bundle, threads=threads)
+    seg.set_support([rgb(sup)], [(args.support or "").partition(":")[2] or "dog"])
+    q = rgb(query)
+    seg.predict(q)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        seg.predict(q)
+        times.append(time.perf_counter() - t)
+    del seg
+    return float(np.median(times) * 1e3)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -76,6 +98,8 @@ def main(argv=None) -> int:
         from test_runtime import build_tiny_bundle
 
         bundle = str(build_tiny_bundle(tmp / "tiny_cst", "cst"))
+    baseline_ms = _in_process_ms(bundle, args, sup_bytes := _image_bytes((args.support or "").partition(":")[0] or None, 1),
+                                 query := _image_bytes(args.query, 2), args.threads)
     server_args = ["--bundle", bundle, "--support-dir", tmp / "supports", "--workers", args.workers,
                    "--max-inflight", args.max_inflight, "--max-queue",
                    args.clients if args.max_queue is None else args.max_queue]
@@ -84,9 +108,8 @@ def main(argv=None) -> int:
     srv = ServerProcess(server_args, tmp / "server.log", timeout=300)
     try:
         c = srv.client()
-        sup_path, _, cls = (args.support or "").partition(":")
-        sid = c.create_support([_image_bytes(sup_path or None, 1)], [cls or "dog"])["id"]
-        query = _image_bytes(args.query, 2)
+        cls = (args.support or "").partition(":")[2]
+        sid = c.create_support([sup_bytes], [cls or "dog"])["id"]
         for _ in range(3):  # warm-up: first predictions allocate the engines' buffers
             c.predict(query, sid, include=args.include)
         rss_before = _rss_mb(srv.proc.pid)
@@ -135,11 +158,14 @@ def main(argv=None) -> int:
            "p50_ms": round(float(np.percentile(a, 50)), 2) if a.size else None,
            "p99_ms": round(float(np.percentile(a, 99)), 2) if a.size else None,
            "errors": n_err, "errors_by_kind": errors, "server_rss_mb_before": round(rss_before, 1),
-           "server_rss_mb_after": round(rss_after, 1), "cpus": os.cpu_count()}
+           "server_rss_mb_after": round(rss_after, 1), "in_process_predict_ms": round(baseline_ms, 2),
+           "cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)}
     print(f"edgefss serve load: {args.clients} clients x {wall:.1f} s on 127.0.0.1, bundle {bundle}, "
-          f"{args.workers} worker(s), --max-inflight {args.max_inflight}")
+          f"{args.workers} worker(s), --max-inflight {args.max_inflight}; {os.cpu_count()} CPUs, "
+          f"load average {res['loadavg_1min']}")
     print(f"  requests   {res['requests']}  ({res['requests_per_s']} req/s)")
     print(f"  latency    p50 {res['p50_ms']} ms   p99 {res['p99_ms']} ms")
+    print(f"  baseline   Segmenter.predict in-process, same query, one at a time: median {res['in_process_predict_ms']} ms")
     print(f"  errors     {n_err}  {errors if errors else ''}")
     print(f"  server RSS {res['server_rss_mb_before']} MB after warm-up -> {res['server_rss_mb_after']} MB at the end")
     if args.json:

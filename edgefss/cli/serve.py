@@ -80,14 +80,15 @@ def config_from_args(args):
         raise InputError(f"--workers: {args.workers}; expected >= 1")
     mb = 1024 * 1024
     return ServeConfig(
-        bundles=_pairs(args.bundle, "--bundle", lambda v: Path(v).resolve().name),
+        bundles={k: str(Path(v).resolve()) for k, v in _pairs(args.bundle, "--bundle", lambda v: Path(v).resolve().name).items()},
         host=args.host, port=args.port, support_dir=str(Path(args.support_dir).resolve()),
         backend=args.backend, device=args.device, threads=args.threads,
         max_upload_bytes=int(args.max_upload_mb * mb), max_video_bytes=int(args.max_video_mb * mb),
         max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_images, max_inflight=args.max_inflight,
         max_queue=args.max_queue, max_streams=args.max_streams, max_stream_frames=args.max_stream_frames,
         cache_supports=args.cache_supports, max_supports=args.max_supports, cors_origins=list(args.cors_origin),
-        sources=_pairs(args.source, "--source", lambda v: None), token=token,
+        sources={k: v if v.isdigit() else str(Path(v).resolve()) for k, v in _pairs(args.source, "--source", lambda v: None).items()},
+        token=token,
     ).check()
 
 

@@ -39,8 +39,7 @@ class ServerProcess:
         self.log = log
         self._fh = open(log, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgefss", "serve", *map(str, args), "--port", str(self.port),
-                                      "--log-level", "warning"], stdout=self._fh, stderr=subprocess.STDOUT, env=env,
-                                     cwd=str(log.parent))
+                                      "--log-level", "warning"], stdout=self._fh, stderr=subprocess.STDOUT, env=env)
         c = Client(self.url)
         deadline = time.monotonic() + timeout
         while True:
