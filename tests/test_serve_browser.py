@@ -1,7 +1,8 @@
 """The `edgefss serve` page driven in a real headless Chromium (Debian's chromium + chromedriver).
 
 Uploads a support image with its class name and mask, picks a query, waits for the overlay and
-the per-class scores, and keeps a screenshot in runs/test-artifacts/serve.png. Only 127.0.0.1 is
+the per-class scores, keeps a screenshot in runs/test-artifacts/serve.png, then segments
+Chromium's fake webcam through the page's webcam button. Only 127.0.0.1 is
 contacted. Skipped (with the reason) when chromium, chromedriver or selenium is missing:
     apt-get install -y --no-install-recommends chromium chromium-driver
 """
@@ -35,7 +36,7 @@ def browser(tmp_path):
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+              "--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
         opts.add_argument(a)
     # an explicit driver path: selenium-manager (which would go online) is never run
     d = webdriver.Chrome(service=Service(executable_path=DRIVER, log_output=str(tmp_path / "chromedriver.log")),
@@ -87,5 +88,17 @@ def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
         assert d.save_screenshot(str(ARTIFACT))
         with Image.open(ARTIFACT) as shot:
             assert shot.size[0] >= 800
+
+        # the webcam button: Chromium's fake camera (--use-fake-device-for-media-stream) sends its
+        # frames to /v1/predict; the overlay switches to the camera's frame size
+        d.find_element(By.ID, "webcam").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('overlay'), v = document.getElementById('video');"
+            "return v.videoWidth > 0 && i.naturalWidth === v.videoWidth && i.naturalHeight === v.videoHeight;"))
+        cam = d.execute_script("const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight];")
+        assert list(cam) != list(size)  # the overlay did change (the fake camera is 640x480)
+        d.find_element(By.ID, "webcam").click()
+        assert d.find_element(By.ID, "webcam").text == "webcam"
+        assert "error" not in d.find_element(By.ID, "status").get_attribute("class")
     finally:
         srv.stop()
