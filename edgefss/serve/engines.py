@@ -9,6 +9,7 @@ process stops being served here at the next request (its file is checked every t
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 from collections import OrderedDict
@@ -35,7 +36,9 @@ class BundleEngine:
 
     def __init__(self, name: str, path: str, backend=None, threads=None, device=None, cache: int = 16):
         self.name, self.path = name, str(path)
-        self.base = Segmenter.load(path, backend=backend, threads=threads, device=device)
+        self._load_kw = {"backend": backend, "threads": threads, "device": device}
+        self.base = Segmenter.load(path, **self._load_kw)
+        self._share_failed = False
         self.cache_size = cache
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
@@ -49,8 +52,21 @@ class BundleEngine:
                 "random_weights": bool(m.get("weights", {}).get("random_init", False))}
 
     def _fresh(self) -> Segmenter:
+        """A Segmenter without support set over the base's engine (no second backend session).
+
+        Segmenter has no public "same engine, other support set" call yet; its constructor takes
+        the parts Segmenter.load built. Should that signature change, each set falls back to its
+        own Segmenter.load (correct, but one backend session per cached set) and says so once.
+        """
         b = self.base
-        return Segmenter(b.backend, b.adapter, b.manifest, b.bundle_dir, ops_path=b.ops_path)
+        if not self._share_failed:
+            try:
+                return Segmenter(b.backend, b.adapter, b.manifest, b.bundle_dir, ops_path=b.ops_path)
+            except TypeError as exc:
+                self._share_failed = True
+                logging.getLogger("edgefss.serve").warning(
+                    "bundle %s: cannot share one engine between support sets (%s); loading one per set", self.name, exc)
+        return Segmenter.load(self.path, **self._load_kw)
 
     def segmenter(self, sid: str, load: Callable[[], SupportSet]) -> Segmenter:
         """The Segmenter holding support set `sid` encoded; on first use in this process `load()`
