@@ -76,7 +76,7 @@ class FgProb:
 
     `low()`: (N, h, w) at the head's resolution (cheap). `full()`: (N, H, W) float32 at the query
     size, exactly postprocess.fg_probability (N * H * W * 4 bytes: ask only when needed).
-    `np.asarray(fg)` gives full() too.
+    `np.asarray(fg)` and `fg[c]` give full() too (drop-in for the former array field).
     """
 
     def __init__(self, seg_logits: np.ndarray, groups, out_hw: tuple[int, int]):
@@ -95,6 +95,9 @@ class FgProb:
         from edgefss.runtime.postprocess import fg_probability
 
         return fg_probability(self.seg_logits, self.groups, self.out_hw)
+
+    def __getitem__(self, idx):
+        return self.full()[idx]
 
     def __array__(self, dtype=None, copy=None):
         a = self.full()

@@ -29,7 +29,9 @@ def test_banded_mask_equals_the_full_resolution_one(groups, hw):
         mask, area = label_mask_banded(seg, groups, hw, band_bytes=band_bytes)
         assert np.array_equal(mask, ref_mask)
         assert np.array_equal(area, ref_area)
-    assert np.array_equal(FgProb(seg, groups, hw).full(), p)
+    fg = FgProb(seg, groups, hw)
+    assert np.array_equal(fg.full(), p) and np.array_equal(np.asarray(fg), p) and np.array_equal(fg[0], p[0])
+    assert fg.shape == p.shape
     assert FgProb(seg, groups, hw).low().shape == (len(groups), 25, 25)
 
 
