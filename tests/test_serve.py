@@ -435,3 +435,32 @@ def test_two_workers_serve_one_support_folder(bundles, tmp_path):
                 break
         assert len(seen) == 2, srv.log_text()
         assert len(set(seen.values())) == 1  # same set, same answer in both processes
+
+
+def test_chunked_body_over_the_limit_is_cut_off(server):
+    """Without Content-Length the body is counted as it arrives: 413 once it passes the limit."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n")
+        head = (b'--zz\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n")
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        chunk = b"x" * 32768
+        resp = b""
+        for _ in range(16):  # 512 KiB offered; the limit on this route is 50 KiB + 64 KiB
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                break  # the server answered and closed
+        sock.settimeout(30)
+        while b"\r\n\r\n" not in resp or not resp.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            resp += data
+    finally:
+        sock.close()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), resp[:300]
+    assert json.loads(body)["field"] == "body"
