@@ -37,7 +37,7 @@ def _image_bytes(spec: str | None, seed: int, size=(240, 320)) -> bytes:
         return Path(spec).read_bytes()
     r = np.random.default_rng(seed)
     img = (r.random((*size, 3)) * 140).astype(np.uint8)
-    img[size[0] // 4: size[0] // 2, size[1] // 5: size[1] // 2] += 100
+    img[size[0] // 4 : size[0] // 2, size[1] // 5 : size[1] // 2] += 100
     return cv2.imencode(".jpg", img)[1].tobytes()
 
 
@@ -72,13 +72,20 @@ def _in_process_ms(bundle: str, args, sup: bytes, query: bytes, threads) -> floa
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--bundle", default=None, help="bundle directory (default: build the tiny S=32 test bundle)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--bundle", default=None, help="bundle directory (default: build the tiny S=32 test bundle)"
+    )
     ap.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the timed run")
-    ap.add_argument("--support", default=None, metavar="IMG:CLASS", help="support image (default: synthetic 320x240)")
-    ap.add_argument("--query", default=None, metavar="IMG", help="query image (default: synthetic 320x240 JPEG)")
+    ap.add_argument(
+        "--support", default=None, metavar="IMG:CLASS", help="support image (default: synthetic 320x240)"
+    )
+    ap.add_argument(
+        "--query", default=None, metavar="IMG", help="query image (default: synthetic 320x240 JPEG)"
+    )
     ap.add_argument("--include", default="", help="ask for 'mask' and/or 'overlay' PNGs in each answer")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes")
     ap.add_argument("--threads", type=int, default=None, help="engine threads per worker")
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
     if args.clients < 1 or args.seconds <= 0:
         ap.error("--clients and --seconds must be positive")
 
-    from edgefss.serve.client import Client, HTTPError
+    from edgefss.serve.client import HTTPError
     from edgefss.serve.process import ServerProcess
 
     tmp = Path(tempfile.mkdtemp(prefix="edgefss-serve-load-"))
@@ -98,11 +105,25 @@ def main(argv=None) -> int:
         from test_runtime import build_tiny_bundle
 
         bundle = str(build_tiny_bundle(tmp / "tiny_cst", "cst"))
-    baseline_ms = _in_process_ms(bundle, args, sup_bytes := _image_bytes((args.support or "").partition(":")[0] or None, 1),
-                                 query := _image_bytes(args.query, 2), args.threads)
-    server_args = ["--bundle", bundle, "--support-dir", tmp / "supports", "--workers", args.workers,
-                   "--max-inflight", args.max_inflight, "--max-queue",
-                   args.clients if args.max_queue is None else args.max_queue]
+    baseline_ms = _in_process_ms(
+        bundle,
+        args,
+        sup_bytes := _image_bytes((args.support or "").partition(":")[0] or None, 1),
+        query := _image_bytes(args.query, 2),
+        args.threads,
+    )
+    server_args = [
+        "--bundle",
+        bundle,
+        "--support-dir",
+        tmp / "supports",
+        "--workers",
+        args.workers,
+        "--max-inflight",
+        args.max_inflight,
+        "--max-queue",
+        args.clients if args.max_queue is None else args.max_queue,
+    ]
     if args.threads:
         server_args += ["--threads", args.threads]
     srv = ServerProcess(server_args, tmp / "server.log", timeout=300)
@@ -153,21 +174,40 @@ def main(argv=None) -> int:
 
     a = np.asarray(lat) * 1e3
     n_err = sum(errors.values())
-    res = {"bundle": bundle, "clients": args.clients, "seconds": round(wall, 2), "workers": args.workers,
-           "max_inflight": args.max_inflight, "requests": int(a.size), "requests_per_s": round(a.size / wall, 2),
-           "p50_ms": round(float(np.percentile(a, 50)), 2) if a.size else None,
-           "p99_ms": round(float(np.percentile(a, 99)), 2) if a.size else None,
-           "errors": n_err, "errors_by_kind": errors, "server_rss_mb_before": round(rss_before, 1),
-           "server_rss_mb_after": round(rss_after, 1), "in_process_predict_ms": round(baseline_ms, 2),
-           "cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2)}
-    print(f"edgefss serve load: {args.clients} clients x {wall:.1f} s on 127.0.0.1, bundle {bundle}, "
-          f"{args.workers} worker(s), --max-inflight {args.max_inflight}; {os.cpu_count()} CPUs, "
-          f"load average {res['loadavg_1min']}")
+    res = {
+        "bundle": bundle,
+        "clients": args.clients,
+        "seconds": round(wall, 2),
+        "workers": args.workers,
+        "max_inflight": args.max_inflight,
+        "requests": int(a.size),
+        "requests_per_s": round(a.size / wall, 2),
+        "p50_ms": round(float(np.percentile(a, 50)), 2) if a.size else None,
+        "p99_ms": round(float(np.percentile(a, 99)), 2) if a.size else None,
+        "errors": n_err,
+        "errors_by_kind": errors,
+        "server_rss_mb_before": round(rss_before, 1),
+        "server_rss_mb_after": round(rss_after, 1),
+        "in_process_predict_ms": round(baseline_ms, 2),
+        "cpus": os.cpu_count(),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+    }
+    print(
+        f"edgefss serve load: {args.clients} clients x {wall:.1f} s on 127.0.0.1, bundle {bundle}, "
+        f"{args.workers} worker(s), --max-inflight {args.max_inflight}; {os.cpu_count()} CPUs, "
+        f"load average {res['loadavg_1min']}"
+    )
     print(f"  requests   {res['requests']}  ({res['requests_per_s']} req/s)")
     print(f"  latency    p50 {res['p50_ms']} ms   p99 {res['p99_ms']} ms")
-    print(f"  baseline   Segmenter.predict in-process, same query, one at a time: median {res['in_process_predict_ms']} ms")
+    print(
+        "  baseline   Segmenter.predict in-process, same query, one at a time: "
+        f"median {res['in_process_predict_ms']} ms"
+    )
     print(f"  errors     {n_err}  {errors if errors else ''}")
-    print(f"  server RSS {res['server_rss_mb_before']} MB after warm-up -> {res['server_rss_mb_after']} MB at the end")
+    print(
+        f"  server RSS {res['server_rss_mb_before']} MB after warm-up -> "
+        f"{res['server_rss_mb_after']} MB at the end"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 1 if n_err or not a.size else 0

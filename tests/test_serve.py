@@ -47,7 +47,7 @@ def decode_png(data: bytes) -> np.ndarray:
 def noise(h: int, w: int, seed: int) -> np.ndarray:
     r = np.random.default_rng(seed)
     img = (r.random((h, w, 3)) * 140).astype(np.uint8)
-    img[h // 4: h // 2 + 4, w // 5: w // 2] += 100  # a bright blob, like tests/test_runtime.py's images
+    img[h // 4 : h // 2 + 4, w // 5 : w // 2] += 100  # a bright blob, like tests/test_runtime.py's images
     return img
 
 
@@ -56,8 +56,11 @@ def bundles(tmp_path_factory):
     from test_runtime import build_tiny_bundle
 
     root = tmp_path_factory.mktemp("serve_bundles")
-    return {"cst": build_tiny_bundle(root / "cst", "cst"), "cst2": build_tiny_bundle(root / "cst2", "cst", seed=1),
-            "tlg": build_tiny_bundle(root / "tlg", "tlg")}
+    return {
+        "cst": build_tiny_bundle(root / "cst", "cst"),
+        "cst2": build_tiny_bundle(root / "cst2", "cst", seed=1),
+        "tlg": build_tiny_bundle(root / "tlg", "tlg"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +86,29 @@ def support_dir(tmp_path_factory) -> Path:
 def server(bundles, video, support_dir, tmp_path_factory):
     """Three bundles, small limits (50 KiB uploads, 0.02 MP), a named video source; no token."""
     log = tmp_path_factory.mktemp("serve_log") / "server_a.log"
-    s = ServerProcess(["--bundle", f"cst={bundles['cst']}", "--bundle", f"cst2={bundles['cst2']}",
-                       "--bundle", f"tlg={bundles['tlg']}",
-                       "--support-dir", support_dir, "--max-upload-mb", "0.05", "--max-megapixels", "0.02",
-                       "--max-video-mb", "1", "--source", f"clip={video}", "--threads", "1"], log)
+    s = ServerProcess(
+        [
+            "--bundle",
+            f"cst={bundles['cst']}",
+            "--bundle",
+            f"cst2={bundles['cst2']}",
+            "--bundle",
+            f"tlg={bundles['tlg']}",
+            "--support-dir",
+            support_dir,
+            "--max-upload-mb",
+            "0.05",
+            "--max-megapixels",
+            "0.02",
+            "--max-video-mb",
+            "1",
+            "--source",
+            f"clip={video}",
+            "--threads",
+            "1",
+        ],
+        log,
+    )
     yield s
     s.stop()
 
@@ -98,8 +120,22 @@ TOKEN = "test-token-0123456789abcdef"
 def server_b(bundles, support_dir, tmp_path_factory):
     """Same support folder, a bearer token, one compute slot and no queue (429 beyond one request)."""
     log = tmp_path_factory.mktemp("serve_log") / "server_b.log"
-    s = ServerProcess(["--bundle", f"cst={bundles['cst']}", "--support-dir", support_dir, "--max-inflight", "1",
-                       "--max-queue", "0", "--threads", "1"], log, token=TOKEN)
+    s = ServerProcess(
+        [
+            "--bundle",
+            f"cst={bundles['cst']}",
+            "--support-dir",
+            support_dir,
+            "--max-inflight",
+            "1",
+            "--max-queue",
+            "0",
+            "--threads",
+            "1",
+        ],
+        log,
+        token=TOKEN,
+    )
     yield s
     s.stop()
 
@@ -120,7 +156,7 @@ def metric(text: str, name: str, **labels) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             lab = {}
             if "{" in line:
-                inner = line[line.index("{") + 1: line.rindex("}")]
+                inner = line[line.index("{") + 1 : line.rindex("}")]
                 lab = dict(re.findall(r'(\w+)="([^"]*)"', inner))
             if lab == {k: str(v) for k, v in labels.items()}:
                 return float(line.rsplit(" ", 1)[1])
@@ -239,8 +275,9 @@ def test_bad_uploads_get_4xx_naming_the_field(server):
     status, field, _ = error_of(c.post_form, "/v1/predict", [("image", ("q.png", ok, "image/png"))])
     assert (status, field) == (422, "support_id")
     # a body over the route's limit is refused from its Content-Length, before it is read
-    status, field, _ = error_of(c.post_form, "/v1/predict", [("image", ("q.png", b"x" * 200_000, "image/png")),
-                                                             ("support_id", sid)])
+    status, field, _ = error_of(
+        c.post_form, "/v1/predict", [("image", ("q.png", b"x" * 200_000, "image/png")), ("support_id", sid)]
+    )
     assert (status, field) == (413, "body")
     # class names a TLG bundle's text table does not hold are refused when the set is created
     status, field, _ = error_of(c.create_support, [ok], ["zebra-unicorn"], None, "tlg")
@@ -261,8 +298,11 @@ def test_mjpeg_streams_of_a_video(server, video):
             parts.append((json.loads(hdr["X-Edgefss-Result"]), decode_png(body[:n])))
         return parts
 
-    fields = [("video", ("clip.avi", video.read_bytes(), "video/x-msvideo")), ("support_id", sid),
-              ("max_frames", "3")]
+    fields = [
+        ("video", ("clip.avi", video.read_bytes(), "video/x-msvideo")),
+        ("support_id", sid),
+        ("max_frames", "3"),
+    ]
     got = frames(c.post_form("/v1/stream", fields, raw=True))
     assert len(got) == 3
     for i, (res, img) in enumerate(got):
@@ -273,8 +313,9 @@ def test_mjpeg_streams_of_a_video(server, video):
 
     status, field, detail = error_of(c.request, "GET", c.stream_url(source=str(video), support_id=sid))
     assert (status, field) == (404, "source") and "never read" in detail  # a client path is not opened
-    status, field, _ = error_of(c.post_form, "/v1/stream", [("video", ("x.avi", b"not a video", "video/avi")),
-                                                           ("support_id", sid)])
+    status, field, _ = error_of(
+        c.post_form, "/v1/stream", [("video", ("x.avi", b"not a video", "video/avi")), ("support_id", sid)]
+    )
     assert status == 422 and field == "video"
 
 
@@ -319,14 +360,49 @@ def test_token_is_required_when_configured(server_b):
 
 def test_refuses_to_start_off_loopback_without_a_token(bundles, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "EDGEFSS_SERVE_TOKEN"}
-    r = subprocess.run([sys.executable, "-m", "edgefss", "serve", "--bundle", str(bundles["cst"]), "--host", "0.0.0.0",
-                        "--port", "1", "--support-dir", str(tmp_path)], capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefss",
+            "serve",
+            "--bundle",
+            str(bundles["cst"]),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+            "--support-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1 and "--host" in r.stderr and "token" in r.stderr, r.stderr
     short = tmp_path / "token.txt"
     short.write_text("short")
-    r = subprocess.run([sys.executable, "-m", "edgefss", "serve", "--bundle", str(bundles["cst"]), "--host", "0.0.0.0",
-                        "--token-file", str(short), "--port", "1"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefss",
+            "serve",
+            "--bundle",
+            str(bundles["cst"]),
+            "--host",
+            "0.0.0.0",
+            "--token-file",
+            str(short),
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1 and "--token" in r.stderr, r.stderr
 
 
@@ -338,8 +414,12 @@ def test_full_server_answers_429_and_recovers(server_b):
     c.predict(q, sid)
 
     sock = socket.create_connection(("127.0.0.1", server_b.port))
-    sock.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                  "Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 5000\r\n\r\n--zz\r\n").encode())
+    sock.sendall(
+        (
+            f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 5000\r\n\r\n--zz\r\n"
+        ).encode()
+    )
     try:
         deadline = time.monotonic() + 20
         while metric(c.metrics(), "edgefss_admitted") < 1:
@@ -420,8 +500,10 @@ def test_two_workers_serve_one_support_folder(bundles, tmp_path):
     """`--workers 2`: both uvicorn worker processes answer for a set created through either."""
     from edgefss.serve.client import Client
 
-    with ServerProcess(["--bundle", bundles["cst"], "--workers", "2", "--support-dir", tmp_path / "sup",
-                        "--threads", "1"], tmp_path / "server.log") as srv:
+    with ServerProcess(
+        ["--bundle", bundles["cst"], "--workers", "2", "--support-dir", tmp_path / "sup", "--threads", "1"],
+        tmp_path / "server.log",
+    ) as srv:
         q = png(noise(30, 40, 3))
         sid = srv.client().create_support([png(noise(40, 56, 1))], ["dog"])["id"]
         seen = {}
@@ -441,10 +523,14 @@ def test_chunked_body_over_the_limit_is_cut_off(server):
     """Without Content-Length the body is counted as it arrives: 413 once it passes the limit."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     try:
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                     b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n")
-        head = (b'--zz\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
-                b"Content-Type: application/octet-stream\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n"
+        )
+        head = (
+            b'--zz\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
         sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
         chunk = b"x" * 32768
         resp = b""

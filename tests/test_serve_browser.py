@@ -10,11 +10,10 @@ contacted. Skipped (with the reason) when chromium, chromedriver or selenium is 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
-
 from test_serve import REPO  # noqa: E402  (skips without the [serve] extra)
+
 from edgefss.serve.process import ServerProcess  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -22,8 +21,11 @@ DRIVER = shutil.which("chromedriver")
 ARTIFACT = REPO / "runs" / "test-artifacts" / "serve.png"
 
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                       reason="no chromium/chromedriver: apt-get install -y --no-install-recommends chromium chromium-driver"),
+    pytest.mark.skipif(
+        CHROMIUM is None or DRIVER is None,
+        reason="no chromium/chromedriver: "
+        "apt-get install -y --no-install-recommends chromium chromium-driver",
+    ),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium")
 
@@ -34,13 +36,26 @@ def browser(tmp_path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+    ):
         opts.add_argument(a)
     # an explicit driver path: selenium-manager (which would go online) is never run
-    d = webdriver.Chrome(service=Service(executable_path=DRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                         options=opts)
+    d = webdriver.Chrome(
+        service=Service(executable_path=DRIVER, log_output=str(tmp_path / "chromedriver.log")), options=opts
+    )
     d.set_page_load_timeout(60)
     yield d
     d.quit()
@@ -68,13 +83,20 @@ def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "support-id").text.startswith("support_id "))
         sid = d.find_element(By.ID, "support-id").text.split()[1]
         listed = srv.client().list_supports()
-        assert [s["id"] for s in listed] == [sid] and listed[0]["classes"] == [cls] and listed[0]["masks"] == 1
+        assert (
+            [s["id"] for s in listed] == [sid] and listed[0]["classes"] == [cls] and listed[0]["masks"] == 1
+        )
 
         d.find_element(By.ID, "query-file").send_keys(str(query))
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0;"))
+        wait.until(
+            lambda d: d.execute_script(
+                "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0;"
+            )
+        )
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scores tbody tr")) == 1)
-        size = d.execute_script("const i = document.getElementById('overlay'); return [i.naturalWidth, i.naturalHeight];")
+        size = d.execute_script(
+            "const i = document.getElementById('overlay'); return [i.naturalWidth, i.naturalHeight];"
+        )
         from PIL import Image
 
         with Image.open(query) as im:
@@ -92,10 +114,16 @@ def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
         # the webcam button: Chromium's fake camera (--use-fake-device-for-media-stream) sends its
         # frames to /v1/predict; the overlay switches to the camera's frame size
         d.find_element(By.ID, "webcam").click()
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('overlay'), v = document.getElementById('video');"
-            "return v.videoWidth > 0 && i.naturalWidth === v.videoWidth && i.naturalHeight === v.videoHeight;"))
-        cam = d.execute_script("const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight];")
+        wait.until(
+            lambda d: d.execute_script(
+                "const i = document.getElementById('overlay'), v = document.getElementById('video');"
+                "return v.videoWidth > 0 && i.naturalWidth === v.videoWidth"
+                " && i.naturalHeight === v.videoHeight;"
+            )
+        )
+        cam = d.execute_script(
+            "const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight];"
+        )
         assert list(cam) != list(size)  # the overlay did change (the fake camera is 640x480)
         d.find_element(By.ID, "webcam").click()
         assert d.find_element(By.ID, "webcam").text == "webcam"

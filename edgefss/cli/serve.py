@@ -17,21 +17,39 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    p.add_argument("--bundle", action="append", required=True, metavar="[NAME=]DIR",
-                   help="bundle directory (repeat for several; the first is the default; NAME defaults to the folder name)")
+    p.add_argument(
+        "--bundle",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="bundle directory (repeat for several; the first is the default; NAME: the folder name)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--token-file", default=None, metavar="FILE",
-                   help="file holding the bearer token (or set EDGEFSS_SERVE_TOKEN); required off loopback")
-    p.add_argument("--support-dir", default="runs/serve/supports",
-                   help="folder of support-set files; share it between workers/replicas")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="file holding the bearer token (or set EDGEFSS_SERVE_TOKEN); required off loopback",
+    )
+    p.add_argument(
+        "--support-dir",
+        default="runs/serve/supports",
+        help="folder of support-set files; share it between workers/replicas",
+    )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the bundles)")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
-                   help="engine (default: each bundle's)")
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "openvino", "tensorrt"],
+        default=None,
+        help="engine (default: each bundle's)",
+    )
     p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest uploaded image or mask, MiB")
-    p.add_argument("--max-video-mb", type=float, default=200.0, help="largest uploaded video (POST /v1/stream), MiB")
+    p.add_argument(
+        "--max-video-mb", type=float, default=200.0, help="largest uploaded video (POST /v1/stream), MiB"
+    )
     p.add_argument("--max-megapixels", type=float, default=16.0, help="largest image, in decoded megapixels")
     p.add_argument("--max-images", type=int, default=32, help="most images in one support set")
     p.add_argument("--max-inflight", type=int, default=2, help="predictions running at once per process")
@@ -39,13 +57,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-streams", type=int, default=2, help="MJPEG streams at once per process")
     p.add_argument("--max-stream-frames", type=int, default=10_000, help="most frames one stream sends")
     p.add_argument("--max-supports", type=int, default=10_000, help="most support-set files in --support-dir")
-    p.add_argument("--cache-supports", type=int, default=16, help="encoded support sets kept per bundle and process")
-    p.add_argument("--source", action="append", default=[], metavar="NAME=SPEC",
-                   help="a camera index or video/folder that GET /v1/stream?source=NAME may read")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser requests from this origin (CORS is off without it)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn log level")
+    p.add_argument(
+        "--cache-supports", type=int, default=16, help="encoded support sets kept per bundle and process"
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="a camera index or video/folder that GET /v1/stream?source=NAME may read",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (CORS is off without it)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
+    )
 
 
 def _pairs(values, flag: str, default_name) -> dict:
@@ -80,14 +114,31 @@ def config_from_args(args):
         raise InputError(f"--workers: {args.workers}; expected >= 1")
     mb = 1024 * 1024
     return ServeConfig(
-        bundles={k: str(Path(v).resolve()) for k, v in _pairs(args.bundle, "--bundle", lambda v: Path(v).resolve().name).items()},
-        host=args.host, port=args.port, support_dir=str(Path(args.support_dir).resolve()),
-        backend=args.backend, device=args.device, threads=args.threads,
-        max_upload_bytes=int(args.max_upload_mb * mb), max_video_bytes=int(args.max_video_mb * mb),
-        max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_images, max_inflight=args.max_inflight,
-        max_queue=args.max_queue, max_streams=args.max_streams, max_stream_frames=args.max_stream_frames,
-        cache_supports=args.cache_supports, max_supports=args.max_supports, cors_origins=list(args.cors_origin),
-        sources={k: v if v.isdigit() else str(Path(v).resolve()) for k, v in _pairs(args.source, "--source", lambda v: None).items()},
+        bundles={
+            k: str(Path(v).resolve())
+            for k, v in _pairs(args.bundle, "--bundle", lambda v: Path(v).resolve().name).items()
+        },
+        host=args.host,
+        port=args.port,
+        support_dir=str(Path(args.support_dir).resolve()),
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+        max_upload_bytes=int(args.max_upload_mb * mb),
+        max_video_bytes=int(args.max_video_mb * mb),
+        max_pixels=int(args.max_megapixels * 1e6),
+        max_images=args.max_images,
+        max_inflight=args.max_inflight,
+        max_queue=args.max_queue,
+        max_streams=args.max_streams,
+        max_stream_frames=args.max_stream_frames,
+        cache_supports=args.cache_supports,
+        max_supports=args.max_supports,
+        cors_origins=list(args.cors_origin),
+        sources={
+            k: v if v.isdigit() else str(Path(v).resolve())
+            for k, v in _pairs(args.source, "--source", lambda v: None).items()
+        },
         token=token,
     ).check()
 
@@ -105,9 +156,19 @@ def run(args) -> int:
     if cfg.token:
         os.environ[ENV_TOKEN] = cfg.token
     where = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
-    print(f"edgefss serve: {', '.join(f'{k}={v}' for k, v in cfg.bundles.items())} on {where} "
-          f"(page {where}/, API {where}/docs), support sets in {cfg.support_dir}, "
-          f"{'bearer token required' if cfg.token else 'no token (loopback)'}", flush=True)
-    uvicorn.run("edgefss.serve.app:app_from_env", factory=True, host=cfg.host, port=cfg.port,
-                workers=args.workers, log_level=args.log_level, server_header=False)
+    print(
+        f"edgefss serve: {', '.join(f'{k}={v}' for k, v in cfg.bundles.items())} on {where} "
+        f"(page {where}/, API {where}/docs), support sets in {cfg.support_dir}, "
+        f"{'bearer token required' if cfg.token else 'no token (loopback)'}",
+        flush=True,
+    )
+    uvicorn.run(
+        "edgefss.serve.app:app_from_env",
+        factory=True,
+        host=cfg.host,
+        port=cfg.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        server_header=False,
+    )
     return 0

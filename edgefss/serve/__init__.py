@@ -23,7 +23,8 @@ def require_serve():
             importlib.import_module(mod)
         except ImportError as exc:
             raise BackendUnavailableError(
-                f"edgefss serve needs the Python package '{mod}', which is not installed: {SERVE_PIP}") from exc
+                f"edgefss serve needs the Python package '{mod}', which is not installed: {SERVE_PIP}"
+            ) from exc
 
 
 def create_app(cfg):

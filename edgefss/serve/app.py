@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import List, Optional
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgefss._version import __version__
@@ -48,17 +48,23 @@ class Server:
         self.store = SupportStore(cfg.support_dir, cfg.max_supports)
         self.engines: dict = {}
         self.compute = ComputePool(cfg.max_inflight)
-        self.pools = {"compute": Admission(cfg.max_inflight + cfg.max_queue), "stream": Admission(cfg.max_streams)}
+        self.pools = {
+            "compute": Admission(cfg.max_inflight + cfg.max_queue),
+            "stream": Admission(cfg.max_streams),
+        }
         self.metrics = Metrics(
-            queue_depth=lambda: self.compute.waiting, inflight=lambda: self.compute.running,
+            queue_depth=lambda: self.compute.waiting,
+            inflight=lambda: self.compute.running,
             admitted=lambda: self.pools["compute"].admitted,
             cached_supports=lambda: sum(e.cached() for e in self.engines.values()),
-            encodes=lambda: sum(e.encodes for e in self.engines.values()))
+            encodes=lambda: sum(e.encodes for e in self.engines.values()),
+        )
 
     def open(self) -> None:
         for name, path in self.cfg.bundles.items():
-            self.engines[name] = BundleEngine(name, path, self.cfg.backend, self.cfg.threads, self.cfg.device,
-                                              self.cfg.cache_supports)
+            self.engines[name] = BundleEngine(
+                name, path, self.cfg.backend, self.cfg.threads, self.cfg.device, self.cfg.cache_supports
+            )
 
     def body_limit(self, path: str) -> int:
         if path.startswith("/v1/stream"):
@@ -71,7 +77,9 @@ class Server:
         if not name:
             return next(iter(self.engines.values()))
         if name not in self.engines:
-            raise _err(404, "bundle", f"bundle: unknown name {name!r}; this server has {sorted(self.engines)}")
+            raise _err(
+                404, "bundle", f"bundle: unknown name {name!r}; this server has {sorted(self.engines)}"
+            )
         return self.engines[name]
 
     def segmenter(self, engine: BundleEngine, sid: str):
@@ -84,7 +92,9 @@ class Server:
             raise _err(404, "support_id", f"support_id: no support set {sid!r}") from None
         except ValueError as exc:
             if isinstance(exc, InputError):
-                raise _err(422, getattr(exc, "field", None) or "support_id", f"support_id {sid}: {exc}") from None
+                raise _err(
+                    422, getattr(exc, "field", None) or "support_id", f"support_id {sid}: {exc}"
+                ) from None
             raise _err(500, "support_id", str(exc)) from None
 
 
@@ -92,7 +102,9 @@ def _includes(include: str) -> set:
     items = {s.strip() for s in include.split(",") if s.strip()}
     bad = items - {"mask", "overlay"}
     if bad:
-        raise _err(422, "include", f"include: unknown {sorted(bad)}; expected a comma list of 'mask', 'overlay'")
+        raise _err(
+            422, "include", f"include: unknown {sorted(bad)}; expected a comma list of 'mask', 'overlay'"
+        )
     return items
 
 
@@ -108,9 +120,13 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
         yield
         srv.compute.shutdown()
 
-    app = FastAPI(title="edgefss serve", version=__version__, lifespan=lifespan,
-                  description="Few-shot segmentation over edgefss bundles: upload support images with class "
-                              "names, get a support-set id, segment query images with it.")
+    app = FastAPI(
+        title="edgefss serve",
+        version=__version__,
+        lifespan=lifespan,
+        description="Few-shot segmentation over edgefss bundles: upload support images with class "
+        "names, get a support-set id, segment query images with it.",
+    )
     app.state.server = srv
 
     @app.exception_handler(HTTPFieldError)
@@ -124,8 +140,14 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
         loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path", "header", "form")]
         field = loc[0] + "".join(f"[{x}]" for x in loc[1:]) if loc else None
         kind = "missing" if first.get("type") == "missing" else first.get("msg", "invalid")
-        return JSONResponse({"detail": f"{field}: {kind}" + ("" if kind == "missing" else f" ({first.get('type')})"),
-                             "field": field, "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errs]}, 422)
+        return JSONResponse(
+            {
+                "detail": f"{field}: {kind}" + ("" if kind == "missing" else f" ({first.get('type')})"),
+                "field": field,
+                "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errs],
+            },
+            422,
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -133,7 +155,9 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
         import logging
 
         logging.getLogger("edgefss.serve").exception("internal error on %s", request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log", "field": None}, 500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server log", "field": None}, 500
+        )
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError):
@@ -148,8 +172,13 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
 
     @app.get("/health", summary="liveness: bundles loaded, this process's id")
     async def health():
-        return {"status": "ok", "version": __version__, "pid": os.getpid(), "bundles": list(srv.engines),
-                "auth": bool(cfg.token)}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "pid": os.getpid(),
+            "bundles": list(srv.engines),
+            "auth": bool(cfg.token),
+        }
 
     @app.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=True)
     async def metrics():
@@ -169,20 +198,39 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
     async def create_support(
         images: List[UploadFile] = File(..., description="support images (JPEG/PNG/...), one per shot"),
         classes: List[str] = Form(..., description="class name of each image, in the same order"),
-        masks: Optional[List[UploadFile]] = File(None, description="optional masks, one per image "
-                                                 "(an empty part = pseudo-mask for that image)"),
-        bundle: Optional[str] = Form(None, description="bundle that checks/encodes it now (default: the first)"),
+        masks: Optional[List[UploadFile]] = File(
+            None, description="optional masks, one per image (an empty part = pseudo-mask for that image)"
+        ),
+        bundle: Optional[str] = Form(
+            None, description="bundle that checks/encodes it now (default: the first)"
+        ),
     ):
         if len(images) > cfg.max_images:
-            raise _err(413, "images", f"images: {len(images)} files; expected at most {cfg.max_images} (--max-images)")
+            raise _err(
+                413,
+                "images",
+                f"images: {len(images)} files; expected at most {cfg.max_images} (--max-images)",
+            )
         if len(classes) != len(images):
-            raise _err(422, "classes", f"classes: {len(classes)} names for {len(images)} images; expected one per image")
+            raise _err(
+                422,
+                "classes",
+                f"classes: {len(classes)} names for {len(images)} images; expected one per image",
+            )
         for i, c in enumerate(classes):
             if not c.strip() or len(c) > MAX_CLASS_NAME or not c.isprintable():
-                raise _err(422, f"classes[{i}]", f"classes[{i}]: {c[:80]!r}; expected 1-{MAX_CLASS_NAME} printable characters")
+                raise _err(
+                    422,
+                    f"classes[{i}]",
+                    f"classes[{i}]: {c[:80]!r}; expected 1-{MAX_CLASS_NAME} printable characters",
+                )
         if masks and len(masks) != len(images):
-            raise _err(422, "masks", f"masks: {len(masks)} files for {len(images)} images; expected one per image "
-                                     "(send an empty part for an image without a mask)")
+            raise _err(
+                422,
+                "masks",
+                f"masks: {len(masks)} files for {len(images)} images; expected one per image "
+                "(send an empty part for an image without a mask)",
+            )
         engine = srv.engine(bundle)
         img_bytes = [await f.read() for f in images]
         mask_bytes = [await f.read() for f in masks] if masks else [b""] * len(images)
@@ -193,11 +241,19 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
                 if mask_bytes[i]:
                     m = decode_mask(mask_bytes[i], f"masks[{i}]", cfg.max_upload_bytes, cfg.max_pixels)
                     if m.shape != rgb.shape[:2]:
-                        raise _err(422, f"masks[{i}]", f"masks[{i}]: {m.shape[1]}x{m.shape[0]} pixels; expected the "
-                                                       f"size of images[{i}], {rgb.shape[1]}x{rgb.shape[0]}")
+                        raise _err(
+                            422,
+                            f"masks[{i}]",
+                            f"masks[{i}]: {m.shape[1]}x{m.shape[0]} pixels; expected the "
+                            f"size of images[{i}], {rgb.shape[1]}x{rgb.shape[0]}",
+                        )
                     if not m.any():
-                        raise _err(422, f"masks[{i}]", f"masks[{i}]: no foreground pixel; send an empty part to use the "
-                                                       "pseudo-mask instead")
+                        raise _err(
+                            422,
+                            f"masks[{i}]",
+                            f"masks[{i}]: no foreground pixel; send an empty part to use the "
+                            "pseudo-mask instead",
+                        )
             support = srv.store.content(classes, img_bytes, [m or None for m in mask_bytes])
             engine.segmenter(support.id, lambda: support)  # encode now: refusals come back to this request
             try:
@@ -207,7 +263,9 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
                 raise _err(507, None, str(exc)) from None
 
         support, created = await srv.compute.run(check)
-        return JSONResponse({**support.summary(), "created": created, "bundle": engine.name}, 201 if created else 200)
+        return JSONResponse(
+            {**support.summary(), "created": created, "bundle": engine.name}, 201 if created else 200
+        )
 
     @app.get("/v1/supports", summary="list the stored support sets")
     async def list_supports():
@@ -229,7 +287,9 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
         return Response(status_code=204)
 
     # ------------------------------------------------------------------------------ predict
-    async def _predict(image: UploadFile, support_id: str, bundle, refine_steps: int, alpha: float, want: set):
+    async def _predict(
+        image: UploadFile, support_id: str, bundle, refine_steps: int, alpha: float, want: set
+    ):
         if not 0.0 <= alpha <= 1.0:
             raise _err(422, "alpha", f"alpha: {alpha}; expected a value in [0, 1]")
         engine = srv.engine(bundle)
@@ -271,29 +331,52 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
     P_ALPHA = Form(0.5, description="overlay opacity in [0, 1]")
 
     @app.post("/v1/predict", summary="segment a query image with a stored support set")
-    async def predict(image: UploadFile = P_IMAGE, support_id: str = P_SID, bundle: Optional[str] = P_BUNDLE,
-                      include: str = Form("", description="comma list: 'mask', 'overlay' (PNG, base64 in the JSON)"),
-                      refine_steps: int = P_REFINE, alpha: float = P_ALPHA):
+    async def predict(
+        image: UploadFile = P_IMAGE,
+        support_id: str = P_SID,
+        bundle: Optional[str] = P_BUNDLE,
+        include: str = Form("", description="comma list: 'mask', 'overlay' (PNG, base64 in the JSON)"),
+        refine_steps: int = P_REFINE,
+        alpha: float = P_ALPHA,
+    ):
         want = _includes(include)
         out, images = await _predict(image, support_id, bundle, refine_steps, alpha, want)
         for k, v in images.items():
             out[f"{k}_png"] = render.b64(v)
         return out
 
-    @app.post("/v1/predict/mask.png", summary="segment a query; answer the label mask as a PNG",
-              response_class=Response)
-    async def predict_mask(image: UploadFile = P_IMAGE, support_id: str = P_SID, bundle: Optional[str] = P_BUNDLE,
-                           refine_steps: int = P_REFINE):
+    @app.post(
+        "/v1/predict/mask.png",
+        summary="segment a query; answer the label mask as a PNG",
+        response_class=Response,
+    )
+    async def predict_mask(
+        image: UploadFile = P_IMAGE,
+        support_id: str = P_SID,
+        bundle: Optional[str] = P_BUNDLE,
+        refine_steps: int = P_REFINE,
+    ):
         out, images = await _predict(image, support_id, bundle, refine_steps, 0.5, {"mask"})
-        return Response(images["mask"], media_type="image/png", headers={"X-Edgefss-Classes": _ascii(out["classes"])})
+        return Response(
+            images["mask"], media_type="image/png", headers={"X-Edgefss-Classes": _ascii(out["classes"])}
+        )
 
-    @app.post("/v1/predict/overlay.png", summary="segment a query; answer the overlay as a PNG",
-              response_class=Response)
-    async def predict_overlay(image: UploadFile = P_IMAGE, support_id: str = P_SID,
-                              bundle: Optional[str] = P_BUNDLE, refine_steps: int = P_REFINE,
-                              alpha: float = P_ALPHA):
+    @app.post(
+        "/v1/predict/overlay.png",
+        summary="segment a query; answer the overlay as a PNG",
+        response_class=Response,
+    )
+    async def predict_overlay(
+        image: UploadFile = P_IMAGE,
+        support_id: str = P_SID,
+        bundle: Optional[str] = P_BUNDLE,
+        refine_steps: int = P_REFINE,
+        alpha: float = P_ALPHA,
+    ):
         out, images = await _predict(image, support_id, bundle, refine_steps, alpha, {"overlay"})
-        return Response(images["overlay"], media_type="image/png", headers={"X-Edgefss-Classes": _ascii(out["classes"])})
+        return Response(
+            images["overlay"], media_type="image/png", headers={"X-Edgefss-Classes": _ascii(out["classes"])}
+        )
 
     # ------------------------------------------------------------------------------ streams
     from edgefss.serve.streams import add_stream_routes
@@ -309,17 +392,23 @@ def _ascii(classes) -> str:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (`--workers N`): the config from EDGEFSS_SERVE_CONFIG, token from EDGEFSS_SERVE_TOKEN."""
+    """uvicorn factory (`--workers N`): config from EDGEFSS_SERVE_CONFIG, token from EDGEFSS_SERVE_TOKEN."""
     return create_app(ServeConfig.from_env())
 
 
 def _wrap(app: FastAPI, cfg: ServeConfig):
     """Add the Guard (token, body size, 429, metrics) and, when configured, CORS around the app."""
     srv = app.state.server
-    app.add_middleware(Guard, token=cfg.token, body_limit=srv.body_limit, pools=srv.pools, metrics=srv.metrics)
+    app.add_middleware(
+        Guard, token=cfg.token, body_limit=srv.body_limit, pools=srv.pools, metrics=srv.metrics
+    )
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cfg.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return app

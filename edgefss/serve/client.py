@@ -24,15 +24,17 @@ class HTTPError(Exception):
 
 
 def multipart(fields) -> tuple[bytes, str]:
-    """[(name, value)] -> (body, content type); value is str, or (filename, bytes, content_type) for a file."""
+    """[(name, value)] -> (body, content type); value: str, or (filename, bytes, content_type) for a file."""
     boundary = uuid.uuid4().hex
     out = []
     for name, value in fields:
         out.append(f"--{boundary}\r\n".encode())
         if isinstance(value, tuple):
             fname, data, ctype = value
-            out.append(f'Content-Disposition: form-data; name="{name}"; filename="{fname}"\r\n'
-                       f"Content-Type: {ctype}\r\n\r\n".encode())
+            out.append(
+                f'Content-Disposition: form-data; name="{name}"; filename="{fname}"\r\n'
+                f"Content-Type: {ctype}\r\n\r\n".encode()
+            )
             out.append(data)
         else:
             out.append(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
@@ -54,8 +56,14 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                raw: bool = False):
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        raw: bool = False,
+    ):
         """-> parsed JSON (or bytes when raw / not JSON); raises HTTPError on a non-2xx status."""
         hdrs = dict(headers or {})
         if self.token:
@@ -91,7 +99,9 @@ class Client:
 
     def create_support(self, images, classes, masks=None, bundle: str | None = None) -> dict:
         """images: list of encoded image bytes; masks: None or a list of PNG bytes / None."""
-        fields = [("images", (f"support_{i}.png", b, "application/octet-stream")) for i, b in enumerate(images)]
+        fields = [
+            ("images", (f"support_{i}.png", b, "application/octet-stream")) for i, b in enumerate(images)
+        ]
         fields += [("classes", c) for c in classes]
         if masks is not None:
             fields += [("masks", (f"mask_{i}.png", m or b"", "image/png")) for i, m in enumerate(masks)]
@@ -105,8 +115,15 @@ class Client:
     def delete_support(self, sid: str) -> None:
         self.request("DELETE", f"/v1/supports/{sid}")
 
-    def predict(self, image: bytes, support_id: str, bundle: str | None = None, include: str = "",
-                refine_steps: int = 0, path: str = "/v1/predict"):
+    def predict(
+        self,
+        image: bytes,
+        support_id: str,
+        bundle: str | None = None,
+        include: str = "",
+        refine_steps: int = 0,
+        path: str = "/v1/predict",
+    ):
         fields = [("image", ("query.png", image, "application/octet-stream")), ("support_id", support_id)]
         if bundle:
             fields.append(("bundle", bundle))

@@ -46,16 +46,16 @@ class ServeConfig:
     backend: str | None = None
     device: str | None = None
     threads: int | None = None
-    max_upload_bytes: int = 10 * 1024 * 1024      # one uploaded image or mask
-    max_video_bytes: int = 200 * 1024 * 1024      # one uploaded video (/v1/stream)
-    max_pixels: int = 16_000_000                  # one decoded image, from its header
-    max_images: int = 32                          # images in one support set
-    max_inflight: int = 2                         # predictions running at once (per process)
-    max_queue: int = 8                            # admitted requests waiting for a slot; more -> 429
-    max_streams: int = 2                          # MJPEG streams at once (per process)
-    max_stream_frames: int = 10_000               # frames of one stream
-    cache_supports: int = 16                      # encoded support sets kept per process and bundle
-    max_supports: int = 10_000                    # support-set files in support_dir
+    max_upload_bytes: int = 10 * 1024 * 1024  # one uploaded image or mask
+    max_video_bytes: int = 200 * 1024 * 1024  # one uploaded video (/v1/stream)
+    max_pixels: int = 16_000_000  # one decoded image, from its header
+    max_images: int = 32  # images in one support set
+    max_inflight: int = 2  # predictions running at once (per process)
+    max_queue: int = 8  # admitted requests waiting for a slot; more -> 429
+    max_streams: int = 2  # MJPEG streams at once (per process)
+    max_stream_frames: int = 10_000  # frames of one stream
+    cache_supports: int = 16  # encoded support sets kept per process and bundle
+    max_supports: int = 10_000  # support-set files in support_dir
     cors_origins: list = field(default_factory=list)
     sources: dict = field(default_factory=dict)
     token: str | None = field(default=None, repr=False)
@@ -66,26 +66,39 @@ class ServeConfig:
             raise InputError("--bundle: expected at least one bundle directory")
         for name, path in self.bundles.items():
             if not Path(path).is_dir():
-                raise InputError(f"--bundle: '{path}' ({name}) is not a directory; expected a bundle from `edgefss export`")
+                raise InputError(
+                    f"--bundle: '{path}' ({name}) is not a directory; expected a bundle from `edgefss export`"
+                )
         if not is_loopback(self.host) and not self.token:
             raise InputError(
                 f"--host: {self.host} is not a loopback address, so a bearer token is required; "
                 f"set {ENV_TOKEN} or pass --token-file FILE (or bind to 127.0.0.1)"
             )
         if self.token is not None and len(self.token) < 16:
-            raise InputError("--token: expected at least 16 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)")
-        for flag, v in [("--max-upload-mb", self.max_upload_bytes), ("--max-video-mb", self.max_video_bytes),
-                        ("--max-megapixels", self.max_pixels), ("--max-images", self.max_images),
-                        ("--max-inflight", self.max_inflight), ("--max-streams", self.max_streams),
-                        ("--cache-supports", self.cache_supports), ("--max-supports", self.max_supports),
-                        ("--max-stream-frames", self.max_stream_frames)]:
+            raise InputError(
+                "--token: expected at least 16 characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+            )
+        for flag, v in [
+            ("--max-upload-mb", self.max_upload_bytes),
+            ("--max-video-mb", self.max_video_bytes),
+            ("--max-megapixels", self.max_pixels),
+            ("--max-images", self.max_images),
+            ("--max-inflight", self.max_inflight),
+            ("--max-streams", self.max_streams),
+            ("--cache-supports", self.cache_supports),
+            ("--max-supports", self.max_supports),
+            ("--max-stream-frames", self.max_stream_frames),
+        ]:
             if v < 1:
                 raise InputError(f"{flag}: expected a positive value, got {v}")
         if self.max_queue < 0:
             raise InputError(f"--max-queue: expected >= 0, got {self.max_queue}")
         for o in self.cors_origins:
             if o == "*" or not o.startswith(("http://", "https://")):
-                raise InputError(f"--cors-origin: {o!r}; expected an origin such as https://app.example.com (no '*')")
+                raise InputError(
+                    f"--cors-origin: {o!r}; expected an origin such as https://app.example.com (no '*')"
+                )
         return self
 
     def to_env(self) -> str:

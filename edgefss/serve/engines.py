@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
 from collections import OrderedDict
+from typing import Callable
 
 from edgefss.errors import InputError
 from edgefss.runtime import Segmenter
@@ -47,9 +47,15 @@ class BundleEngine:
 
     def info(self) -> dict:
         m = self.base.manifest
-        return {"name": self.name, "model": m.get("model"), "backend": m.get("backend"),
-                "precision": m.get("precision"), "imgsz": self.base.cfg.imgsz, "ops_path": self.base.ops_path,
-                "random_weights": bool(m.get("weights", {}).get("random_init", False))}
+        return {
+            "name": self.name,
+            "model": m.get("model"),
+            "backend": m.get("backend"),
+            "precision": m.get("precision"),
+            "imgsz": self.base.cfg.imgsz,
+            "ops_path": self.base.ops_path,
+            "random_weights": bool(m.get("weights", {}).get("random_init", False)),
+        }
 
     def _fresh(self) -> Segmenter:
         """A Segmenter without support set over the base's engine (no second backend session).
@@ -65,7 +71,10 @@ class BundleEngine:
             except TypeError as exc:
                 self._share_failed = True
                 logging.getLogger("edgefss.serve").warning(
-                    "bundle %s: cannot share one engine between support sets (%s); loading one per set", self.name, exc)
+                    "bundle %s: cannot share one engine between support sets (%s); loading one per set",
+                    self.name,
+                    exc,
+                )
         return Segmenter.load(self.path, **self._load_kw)
 
     def segmenter(self, sid: str, load: Callable[[], SupportSet]) -> Segmenter:
@@ -98,11 +107,15 @@ class BundleEngine:
 
     def _encode(self, support: SupportSet) -> Segmenter:
         images = [decode_image(b, f"images[{i}]", _NO_LIMIT, _NO_LIMIT) for i, b in enumerate(support.images)]
-        masks = [None if m is None else decode_mask(m, f"masks[{i}]", _NO_LIMIT, _NO_LIMIT)
-                 for i, m in enumerate(support.masks)]
+        masks = [
+            None if m is None else decode_mask(m, f"masks[{i}]", _NO_LIMIT, _NO_LIMIT)
+            for i, m in enumerate(support.masks)
+        ]
         seg = self._fresh()
         try:
-            seg.set_support(images, list(support.classes), masks if any(m is not None for m in masks) else None)
+            seg.set_support(
+                images, list(support.classes), masks if any(m is not None for m in masks) else None
+            )
         except InputError as exc:
             exc.field = _field_of(str(exc))
             raise

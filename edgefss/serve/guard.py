@@ -45,7 +45,13 @@ class Guard:
     """
 
     def __init__(self, app, token, body_limit, pools, metrics):
-        self.app, self.token, self.body_limit, self.pools, self.metrics = app, token, body_limit, pools, metrics
+        self.app, self.token, self.body_limit, self.pools, self.metrics = (
+            app,
+            token,
+            body_limit,
+            pools,
+            metrics,
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,12 +79,18 @@ class Guard:
                     self.metrics.rejected.labels(kind).inc()
                     pool = None
                     limit = "--max-inflight/--max-queue" if kind == "compute" else "--max-streams"
-                    refusal = (429, f"server busy: all {kind} slots are taken (server flags {limit}); retry later",
-                               None, {"Retry-After": "1"})
+                    refusal = (
+                        429,
+                        f"server busy: all {kind} slots are taken (server flags {limit}); retry later",
+                        None,
+                        {"Retry-After": "1"},
+                    )
             if refusal is not None:
                 await send_json(send_wrapped, *refusal)
                 return
-            await self.app(scope, self._limited(receive, send_wrapped, self.body_limit(path), status), send_wrapped)
+            await self.app(
+                scope, self._limited(receive, send_wrapped, self.body_limit(path), status), send_wrapped
+            )
         finally:
             if pool is not None:
                 pool.leave()
@@ -94,11 +106,19 @@ class Guard:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not given:
-                return (401, "Authorization: missing bearer token; send 'Authorization: Bearer <token>'",
-                        "Authorization", {"WWW-Authenticate": "Bearer"})
+                return (
+                    401,
+                    "Authorization: missing bearer token; send 'Authorization: Bearer <token>'",
+                    "Authorization",
+                    {"WWW-Authenticate": "Bearer"},
+                )
             if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                return (401, "Authorization: wrong bearer token", "Authorization",
-                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                return (
+                    401,
+                    "Authorization: wrong bearer token",
+                    "Authorization",
+                    {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
         length = headers.get(b"content-length")
         limit = self.body_limit(path)
         if length is not None:

@@ -1,7 +1,7 @@
 """Run `edgefss serve` in a subprocess on a free loopback port (tests, bench/serve_load.py, scripts).
 
-    with ServerProcess(["--bundle", "B"], Path("server.log")) as srv:
-        srv.client().health()
+with ServerProcess(["--bundle", "B"], Path("server.log")) as srv:
+    srv.client().health()
 """
 
 from __future__ import annotations
@@ -38,8 +38,22 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
         self.log = log
         self._fh = open(log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgefss", "serve", *map(str, args), "--port", str(self.port),
-                                      "--log-level", "warning"], stdout=self._fh, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgefss",
+                "serve",
+                *map(str, args),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         c = Client(self.url)
         deadline = time.monotonic() + timeout
         while True:
@@ -51,7 +65,9 @@ class ServerProcess:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"edgefss serve did not answer /health in {timeout} s:\n{self.log_text()}")
+                    raise RuntimeError(
+                        f"edgefss serve did not answer /health in {timeout} s:\n{self.log_text()}"
+                    )
                 time.sleep(0.2)
         c.close()
 

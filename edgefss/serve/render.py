@@ -24,19 +24,35 @@ def class_regions(mask: np.ndarray, label: int) -> dict:
     ys, xs = np.nonzero(m)
     n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     regions = sorted(stats[1:n].tolist(), key=lambda s: -s[4])[:MAX_BOXES]
-    return {"area": area, "area_frac": round(area / m.size, 6),
-            "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
-            "boxes": [{"box": [x, y, x + w, y + h], "area": a} for x, y, w, h, a in regions]}
+    return {
+        "area": area,
+        "area_frac": round(area / m.size, 6),
+        "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+        "boxes": [{"box": [x, y, x + w, y + h], "area": a} for x, y, w, h, a in regions],
+    }
 
 
 def prediction_json(pred, width: int, height: int) -> dict:
     """Prediction (edgefss.runtime) -> {"classes", "results": [...], "timings", "ops_path", ...}."""
     results = []
     for i, name in enumerate(pred.classes):
-        results.append({"class": name, "label": i + 1, "score": round(float(pred.probs[i]), 6),
-                        "present": bool(pred.present[i]), **class_regions(pred.mask, i + 1)})
-    return {"classes": list(pred.classes), "width": width, "height": height, "results": results,
-            "timings": dict(pred.timings), "ops_path": pred.ops_path}
+        results.append(
+            {
+                "class": name,
+                "label": i + 1,
+                "score": round(float(pred.probs[i]), 6),
+                "present": bool(pred.present[i]),
+                **class_regions(pred.mask, i + 1),
+            }
+        )
+    return {
+        "classes": list(pred.classes),
+        "width": width,
+        "height": height,
+        "results": results,
+        "timings": dict(pred.timings),
+        "ops_path": pred.ops_path,
+    }
 
 
 def png_bytes(img: np.ndarray) -> bytes:

@@ -36,15 +36,25 @@ class SupportSet:
     created: float = 0.0
 
     def summary(self) -> dict:
-        return {"id": self.id, "classes": list(dict.fromkeys(self.classes)), "image_classes": list(self.classes),
-                "shots": len(self.images), "masks": sum(m is not None for m in self.masks), "created": self.created}
+        return {
+            "id": self.id,
+            "classes": list(dict.fromkeys(self.classes)),
+            "image_classes": list(self.classes),
+            "shots": len(self.images),
+            "masks": sum(m is not None for m in self.masks),
+            "created": self.created,
+        }
 
 
 def content_id(classes, images, masks) -> str:
     """SHA-256 hex over the class names and each image's / mask's bytes (order matters)."""
     h = hashlib.sha256(b"edgefss-support-v1\0")
     for c, img, m in zip(classes, images, masks):
-        for part in (c.encode("utf-8"), hashlib.sha256(img).digest(), b"" if m is None else hashlib.sha256(m).digest()):
+        for part in (
+            c.encode("utf-8"),
+            hashlib.sha256(img).digest(),
+            b"" if m is None else hashlib.sha256(m).digest(),
+        ):
             h.update(len(part).to_bytes(8, "little"))
             h.update(part)
     return h.hexdigest()
@@ -90,9 +100,14 @@ class SupportStore:
         elif sum(1 for _ in self.folder.glob("*.zip")) >= self.max_sets:
             raise OverflowError(f"the support folder holds {self.max_sets} sets (server flag --max-supports)")
         classes, images, masks = s.classes, s.images, s.masks
-        meta = {"format": FORMAT, "id": sid, "classes": list(classes), "created": s.created,
-                "images": [f"image_{i}" for i in range(len(images))],
-                "masks": [None if m is None else f"mask_{i}" for i, m in enumerate(masks)]}
+        meta = {
+            "format": FORMAT,
+            "id": sid,
+            "classes": list(classes),
+            "created": s.created,
+            "images": [f"image_{i}" for i in range(len(images))],
+            "masks": [None if m is None else f"mask_{i}" for i, m in enumerate(masks)],
+        }
         fd, tmp = tempfile.mkstemp(prefix=f".{sid[:16]}.", suffix=".tmp", dir=self.folder)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -34,10 +34,17 @@ def _frames(srv, engine, sid, source, max_frames: int, alpha: float, cleanup=Non
                     break
                 pred = seg.predict(rgb)
                 jpg = render.jpeg_bytes(render.overlay_image(rgb, pred, alpha))
-                res = {"frame": n, "classes": pred.classes, "scores": [round(float(p), 4) for p in pred.probs],
-                       "present": [bool(x) for x in pred.present], "ms": pred.timings.get("total")}
-                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n"
-                        f"X-Edgefss-Result: {json.dumps(res, ensure_ascii=True)}\r\n\r\n").encode()
+                res = {
+                    "frame": n,
+                    "classes": pred.classes,
+                    "scores": [round(float(p), 4) for p in pred.probs],
+                    "present": [bool(x) for x in pred.present],
+                    "ms": pred.timings.get("total"),
+                }
+                head = (
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n"
+                    f"X-Edgefss-Result: {json.dumps(res, ensure_ascii=True)}\r\n\r\n"
+                ).encode()
                 srv.metrics.frames.inc()
                 yield head + jpg + b"\r\n"
                 n += 1
@@ -71,12 +78,20 @@ def add_stream_routes(app, srv) -> None:
         return min(max_frames, cfg.max_stream_frames)
 
     @app.get("/v1/stream", summary="MJPEG of a server-side source (by name) segmented with a support set")
-    def stream_source(source: str = Query(..., description="a name from GET /v1/sources"),
-                      support_id: str = Query(...), bundle: Optional[str] = Query(None),
-                      max_frames: Optional[int] = Query(None), alpha: float = Query(0.5)):
+    def stream_source(
+        source: str = Query(..., description="a name from GET /v1/sources"),
+        support_id: str = Query(...),
+        bundle: Optional[str] = Query(None),
+        max_frames: Optional[int] = Query(None),
+        alpha: float = Query(0.5),
+    ):
         if source not in cfg.sources:
-            raise HTTPFieldError(404, "source", f"source: unknown name {source[:80]!r}; the server has "
-                                                f"{sorted(cfg.sources)} (paths are never read from requests)")
+            raise HTTPFieldError(
+                404,
+                "source",
+                f"source: unknown name {source[:80]!r}; the server has "
+                f"{sorted(cfg.sources)} (paths are never read from requests)",
+            )
         engine = srv.engine(bundle)
         limit = frames_limit(max_frames)
         seg_check = srv.segmenter(engine, support_id)  # noqa: F841 — 404 before opening the source
@@ -84,9 +99,13 @@ def add_stream_routes(app, srv) -> None:
         return StreamingResponse(_frames(srv, engine, support_id, src, limit, alpha), media_type=media)
 
     @app.post("/v1/stream", summary="MJPEG of an uploaded video segmented with a support set")
-    def stream_upload(video: UploadFile = File(..., description="a video file (mp4, avi, ...)"),
-                      support_id: str = Form(...), bundle: Optional[str] = Form(None),
-                      max_frames: Optional[int] = Form(None), alpha: float = Form(0.5)):
+    def stream_upload(
+        video: UploadFile = File(..., description="a video file (mp4, avi, ...)"),
+        support_id: str = Form(...),
+        bundle: Optional[str] = Form(None),
+        max_frames: Optional[int] = Form(None),
+        alpha: float = Form(0.5),
+    ):
         engine = srv.engine(bundle)
         limit = frames_limit(max_frames)
         srv.segmenter(engine, support_id)
@@ -100,8 +119,11 @@ def add_stream_routes(app, srv) -> None:
                 while chunk := video.file.read(1 << 20):
                     size += len(chunk)
                     if size > cfg.max_video_bytes:
-                        raise HTTPFieldError(413, "video", f"video: more than {cfg.max_video_bytes} bytes "
-                                                           "(server flag --max-video-mb)")
+                        raise HTTPFieldError(
+                            413,
+                            "video",
+                            f"video: more than {cfg.max_video_bytes} bytes (server flag --max-video-mb)",
+                        )
                     f.write(chunk)
             if size == 0:
                 raise HTTPFieldError(422, "video", "video: the upload is empty (0 bytes)")
@@ -109,5 +131,15 @@ def add_stream_routes(app, srv) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
-        return StreamingResponse(_frames(srv, engine, support_id, src, limit, alpha,
-                                         cleanup=lambda: os.path.exists(tmp) and os.unlink(tmp)), media_type=media)
+        return StreamingResponse(
+            _frames(
+                srv,
+                engine,
+                support_id,
+                src,
+                limit,
+                alpha,
+                cleanup=lambda: os.path.exists(tmp) and os.unlink(tmp),
+            ),
+            media_type=media,
+        )

@@ -28,8 +28,12 @@ def check_size(data: bytes, field: str, limit: int) -> None:
     if not data:
         raise HTTPFieldError(422, field, f"{field}: the upload is empty (0 bytes); expected a JPEG/PNG image")
     if len(data) > limit:
-        raise HTTPFieldError(413, field, f"{field}: {len(data)} bytes; expected at most {limit} bytes "
-                                         f"({limit / 2**20:.2f} MiB, server flag --max-upload-mb)")
+        raise HTTPFieldError(
+            413,
+            field,
+            f"{field}: {len(data)} bytes; expected at most {limit} bytes "
+            f"({limit / 2**20:.2f} MiB, server flag --max-upload-mb)",
+        )
 
 
 def _header_size(data: bytes):
@@ -49,8 +53,12 @@ def _header_size(data: bytes):
 
 def _check_pixels(w: int, h: int, field: str, max_pixels: int) -> None:
     if w * h > max_pixels:
-        raise HTTPFieldError(413, field, f"{field}: {w}x{h} = {w * h} pixels; expected at most {max_pixels} "
-                                         "(server flag --max-megapixels)")
+        raise HTTPFieldError(
+            413,
+            field,
+            f"{field}: {w}x{h} = {w * h} pixels; expected at most {max_pixels} "
+            "(server flag --max-megapixels)",
+        )
 
 
 def _decode(data: bytes, field: str, max_pixels: int, kind: str) -> np.ndarray:
@@ -61,8 +69,12 @@ def _decode(data: bytes, field: str, max_pixels: int, kind: str) -> np.ndarray:
         _check_pixels(size[0], size[1], field, max_pixels)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise HTTPFieldError(422, field, f"{field}: could not be decoded as an image (corrupt, truncated or not an "
-                                         f"image); expected a JPEG/PNG/BMP/TIFF/WebP {kind}")
+        raise HTTPFieldError(
+            422,
+            field,
+            f"{field}: could not be decoded as an image (corrupt, truncated or not an "
+            f"image); expected a JPEG/PNG/BMP/TIFF/WebP {kind}",
+        )
     _check_pixels(arr.shape[1], arr.shape[0], field, max_pixels)
     arr = apply_orientation(arr, orientation_of(data))  # phone photos: upright as viewers show them
     if kind == "mask":
