@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="[NAME=]DIR",
-        help="bundle directory (repeat for several; the first is the default; NAME: the folder name)",
+        help="bundle directory, repeatable; the first is the default; NAME defaults to the folder's",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=["onnxruntime", "openvino", "tensorrt"],
         default=None,
-        help="engine (default: each bundle's)",
+        help="engine; None = each bundle's own",
     )
     p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
