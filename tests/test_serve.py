@@ -550,3 +550,20 @@ def test_chunked_body_over_the_limit_is_cut_off(server):
     head, _, body = resp.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), resp[:300]
     assert json.loads(body)["field"] == "body"
+
+
+def test_serve_load_bench_runs_without_errors(tmp_path):
+    """bench/serve_load.py end to end, briefly: requests were answered, none failed, figures written."""
+    out = tmp_path / "load.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serve_load.py"), "--clients", "2", "--seconds", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["requests"] > 0 and res["errors"] == 0 and res["clients"] == 2
+    assert 0 < res["p50_ms"] <= res["p99_ms"]
+    assert res["server_rss_mb_before"] > 10 and res["in_process_predict_ms"] > 0
+    for line in ("req/s", "p50", "p99", "errors     0", "server RSS"):
+        assert line in r.stdout, r.stdout
