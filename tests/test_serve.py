@@ -567,3 +567,15 @@ def test_serve_load_bench_runs_without_errors(tmp_path):
     assert res["server_rss_mb_before"] > 10 and res["in_process_predict_ms"] > 0
     for line in ("req/s", "p50", "p99", "errors     0", "server RSS"):
         assert line in r.stdout, r.stdout
+
+
+def test_store_lists_from_metadata(tmp_path):
+    from edgefss.serve.store import SupportStore
+
+    st = SupportStore(tmp_path)
+    a, _ = st.put(st.content(["dog", "cat", "dog"], [b"1", b"2", b"3"], [None, b"m", None]))
+    (tmp_path / ("f" * 64 + ".zip")).write_bytes(b"not a zip")  # unreadable: skipped, left in place
+    got = st.summaries()
+    assert got == [a.summary()]
+    assert got[0]["classes"] == ["dog", "cat"] and got[0]["shots"] == 3 and got[0]["masks"] == 1
+    assert (tmp_path / ("f" * 64 + ".zip")).exists()

@@ -269,7 +269,7 @@ def create_app(cfg: ServeConfig, open_bundles: bool = True) -> FastAPI:
 
     @app.get("/v1/supports", summary="list the stored support sets")
     async def list_supports():
-        return {"supports": [s.summary() for s in srv.store.list()]}
+        return {"supports": srv.store.summaries()}
 
     @app.get("/v1/supports/{support_id}", summary="one support set's classes and shots")
     async def get_support(support_id: str):

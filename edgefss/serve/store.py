@@ -143,15 +143,23 @@ class SupportStore:
             raise ValueError(f"support set {sid}: '{path}' does not hash to its name (modified on disk)")
         return SupportSet(sid, classes, images, masks, float(meta.get("created", 0.0)))
 
-    def list(self) -> list[SupportSet]:
-        """Every readable support set, oldest first (unreadable files are skipped, not deleted)."""
+    def summaries(self) -> list[dict]:
+        """SupportSet.summary() of every stored set, oldest first, from each file's support.json only
+        (listing does not read or hash the images; `get` verifies a set when it is used)."""
         out = []
         for p in self.folder.glob("*.zip"):
-            try:
-                out.append(self.get(p.stem))
-            except (KeyError, ValueError):
+            if not ID_RE.match(p.stem):
                 continue
-        return sorted(out, key=lambda s: (s.created, s.id))
+            try:
+                with zipfile.ZipFile(p) as z:
+                    meta = json.loads(z.read("support.json"))
+                classes = list(meta["classes"])
+                out.append({"id": p.stem, "classes": list(dict.fromkeys(classes)), "image_classes": classes,
+                            "shots": len(meta["images"]), "masks": sum(m is not None for m in meta["masks"]),
+                            "created": float(meta.get("created", 0.0))})
+            except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError):
+                continue  # being deleted, or unreadable: skipped, never deleted
+        return sorted(out, key=lambda d: (d["created"], d["id"]))
 
     def delete(self, sid: str) -> bool:
         """Remove a support set file; False when it was not there."""
