@@ -53,7 +53,10 @@ class SupportTokenPool(nn.Module):
 class CorrAttention(nn.Module):
     """Multi-head attention over support tokens, query side pooled by k (spec §3.2).
 
-    Args (forward): x (B,Cin,T,S) float32; support_mask (B,h,w) float {0,1} or None.
+    Args (forward): x (B,Cin,T,S) float32; support_mask (B,H,W) float {0,1} or None: the
+        official model passes it at the input size (400 x 400); it is resized here, bilinear
+        align_corners=True, to this block's g x g support grid (12, then 3) and an image-token key
+        is masked where the resized value is exactly 0 (any foreground pixel in reach keeps it).
     Returns: (B,Cout,T,1+(g/k)^2).
     """
 
@@ -136,7 +139,7 @@ def _convs(chs, ksize: int, last_relu: bool) -> nn.Sequential:
 class CorrelationLearner(nn.Module):
     """Correlation transformer + classification and segmentation heads.
 
-    forward(corr (B,72,T,1+s*s) float32, support_mask (B,h,w) float {0,1} or None) ->
+    forward(corr (B,72,T,1+s*s) float32, support_mask (B,S,S) float {0,1} or None) ->
     dict(cls_logits (B,2), seg_logits (B,2,2*sqrt(T),2*sqrt(T))) float32. s must be in 12..23 so the two
     poolings (4, then 3) leave exactly one image token.
     """
