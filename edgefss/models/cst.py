@@ -12,15 +12,17 @@ Split for deployment (design.md "Model API", "CST graph I/O"):
 Differences from the released code, all deliberate:
 - The support grid s is imgsz//32 clamped to 12..23: the learner's two poolings (4 then 3) need
   it there, so small test sizes (< 384) use s = 12; at 400 it is the official 12.
+- Cosine normalisation is x / (||x|| + 1e-12); the official F.normalize divides by
+  max(||x||, 1e-12): identical for every non-degenerate token.
 
 Support masks are (B,S,S) {0,1} at the network input size, as in the official code: the learner
 resizes them (bilinear, align_corners=True) to the s x s and 3 x 3 token grids and masks a key
 where the resized value is exactly 0. The pseudo-mask (spec §3.3) is made the official way: the
 head-averaged last-block key/CLS-query cosine at S/8 is upsampled to S x S (bilinear,
 align_corners=True), mapped to [0,1] by (x+1)/2 and thresholded at CST_PSEUDO_THRESHOLD. A mask
-thresholded at S/8 and then resized is NOT equivalent (different key cells survive).
-- Cosine normalisation is x / (||x|| + 1e-12); the official F.normalize divides by
-  max(||x||, 1e-12): identical for every non-degenerate token.
+thresholded at S/8 and then resized is NOT equivalent (different key cells survive). The query
+pseudo-mask (the weak training target) uses the SUPPORT image's CLS query (`query_pseudo_mask`).
+tests/test_cst_golden.py checks all of this against goldens made with the official code.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from edgefss.ops.torch_ops import cosine_correlation
 
 log = logging.getLogger(__name__)
 
-PSEUDO_THRESHOLD = CST_PSEUDO_THRESHOLD  # the name callers import from here
 CORR_EPS = 1e-12  # closest to F.normalize's max(norm, 1e-12) of the official code
 
 
