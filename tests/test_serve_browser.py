@@ -2,7 +2,7 @@
 
 Uploads a support image with its class name and mask, picks a query, waits for the overlay and
 the per-class scores, keeps a screenshot in runs/test-artifacts/serve.png, then segments
-Chromium's fake webcam through the page's webcam button. Only 127.0.0.1 is
+Chromium's fake webcam through the page's webcam button and streams a server-side video source. Only 127.0.0.1 is
 contacted. Skipped (with the reason) when chromium, chromedriver or selenium is missing:
     apt-get install -y --no-install-recommends chromium chromium-driver
 """
@@ -28,6 +28,18 @@ pytestmark = [
     ),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium")
+
+
+def _clip(path, frames: int):
+    """A 64x48 MJPG .avi written with OpenCV."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(frames):
+        w.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    w.release()
+    return path
 
 
 @pytest.fixture
@@ -68,7 +80,11 @@ def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
 
     sup_img, sup_mask, query, _, cls = davis_pair
     bundle = build_tiny_bundle(tmp_path / "cst", "cst")
-    srv = ServerProcess(["--bundle", bundle, "--support-dir", tmp_path / "supports"], tmp_path / "server.log")
+    video = _clip(tmp_path / "clip.avi", frames=5)
+    srv = ServerProcess(
+        ["--bundle", bundle, "--support-dir", tmp_path / "supports", "--source", f"clip={video}"],
+        tmp_path / "server.log",
+    )
     try:
         d = browser
         wait = WebDriverWait(d, 60)
@@ -127,6 +143,13 @@ def test_page_segments_an_uploaded_query(browser, davis_pair, tmp_path):
         assert list(cam) != list(size)  # the overlay did change (the fake camera is 640x480)
         d.find_element(By.ID, "webcam").click()
         assert d.find_element(By.ID, "webcam").text == "webcam"
+
+        # a server-side source streamed as MJPEG (fetched with the token header, parsed in JS)
+        d.find_element(By.ID, "stream").click()
+        wait.until(lambda d: d.find_element(By.ID, "stream-info").text.startswith("frame 4 "))
+        wait.until(lambda d: d.find_element(By.ID, "stream").text == "stream")  # the clip ended
+        assert d.execute_script("return document.getElementById('stream-frame').naturalWidth;") == 64
+        assert "5 frame(s)" in d.find_element(By.ID, "status").text
         assert "error" not in d.find_element(By.ID, "status").get_attribute("class")
     finally:
         srv.stop()

@@ -172,6 +172,64 @@ async function toggleWebcam() {
   webcamTimer = setTimeout(loop, 0);
 }
 
+// MJPEG over fetch (not <img src>), so the bearer token goes in a header: parts are
+// "--frame\r\n<headers>\r\n\r\n<JPEG of Content-Length bytes>\r\n".
+let streamAbort = null;
+async function toggleStream() {
+  if (streamAbort) { streamAbort.abort(); streamAbort = null; $("stream").textContent = "stream"; return; }
+  if (!currentSupport) { status("create or pick a support set first", "error"); return; }
+  const q = new URLSearchParams({ source: $("source").value, support_id: currentSupport, bundle: $("bundle").value });
+  streamAbort = new AbortController();
+  $("stream").textContent = "stop";
+  const dec = new TextDecoder();
+  let buf = new Uint8Array(0), frames = 0;
+  try {
+    const r = await fetch("/v1/stream?" + q, { headers: headers(), signal: streamAbort.signal });
+    if (!r.ok) { const d = await r.json(); throw new Error(d.detail || r.status); }
+    const reader = r.body.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const joined = new Uint8Array(buf.length + value.length);
+      joined.set(buf); joined.set(value, buf.length); buf = joined;
+      for (;;) {
+        const text = dec.decode(buf.subarray(0, Math.min(buf.length, 4096)));
+        const start = text.indexOf("--frame\r\n"), end = text.indexOf("\r\n\r\n", start);
+        if (start < 0 || end < 0) break;
+        const head = text.slice(start, end);
+        const len = parseInt((head.match(/Content-Length: (\d+)/) || [])[1], 10);
+        const bodyAt = new TextEncoder().encode(text.slice(0, end + 4)).length;
+        if (buf.length < bodyAt + len) break;
+        const jpg = buf.slice(bodyAt, bodyAt + len);
+        buf = buf.slice(bodyAt + len);
+        const old = $("stream-frame").src;
+        $("stream-frame").src = URL.createObjectURL(new Blob([jpg], { type: "image/jpeg" }));
+        if (old) URL.revokeObjectURL(old);
+        const res = JSON.parse((head.match(/X-Edgefss-Result: (.*)/) || [])[1] || "{}");
+        frames++;
+        $("stream-info").textContent = "frame " + res.frame + " · " + (res.classes || []).map(
+          (c, i) => c + " " + res.scores[i].toFixed(3)).join(", ") + " · " + res.ms + " ms";
+      }
+    }
+    status("stream ended after " + frames + " frame(s)", "ok");
+  } catch (e) {
+    if (e.name !== "AbortError") status(e.message, "error");
+  }
+  streamAbort = null;
+  $("stream").textContent = "stream";
+}
+
+async function loadSources() {
+  const data = await api("GET", "/v1/sources");
+  $("source").innerHTML = "";
+  for (const name of data.sources) {
+    const o = document.createElement("option");
+    o.value = o.textContent = name;
+    $("source").appendChild(o);
+  }
+  $("stream-panel").hidden = data.sources.length === 0;
+}
+
 function setupDrop() {
   const drop = $("drop");
   ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); }));
@@ -192,13 +250,14 @@ async function init() {
     catch (e) { status(e.message, "error"); }
   });
   $("webcam").addEventListener("click", toggleWebcam);
+  $("stream").addEventListener("click", toggleStream);
   $("token").addEventListener("change", () => init2());
   setupDrop();
   await init2();
 }
 
 async function init2() {
-  try { await loadBundles(); await loadSupports(); status("ready", "ok"); }
+  try { await loadBundles(); await loadSupports(); await loadSources(); status("ready", "ok"); }
   catch (e) { status(e.message, "error"); }
 }
 
