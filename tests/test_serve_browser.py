@@ -2,8 +2,8 @@
 
 Uploads a support image with its class name and mask, picks a query, waits for the overlay and
 the per-class scores, keeps a screenshot in runs/test-artifacts/serve.png, then segments
-Chromium's fake webcam through the page's webcam button and streams a server-side video source. Only 127.0.0.1 is
-contacted. Skipped (with the reason) when chromium, chromedriver or selenium is missing:
+Chromium's fake webcam through the page's webcam button and streams a server-side video source.
+Only 127.0.0.1 is contacted. Skipped (with the reason) when chromium, chromedriver or selenium is missing:
     apt-get install -y --no-install-recommends chromium chromium-driver
 """
 
