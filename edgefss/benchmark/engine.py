@@ -114,14 +114,15 @@ def finish_args(a):
 
 
 def supported(backend: str, precision: str) -> bool:
-    """Whether a (backend, precision) row exists: edgefss.formats' table when present."""
+    """Whether a (backend, precision) row can run here: edgefss.formats.available_rows() (the
+    format table, installed engines only) when that module exists, else SUPPORTED."""
     if backend in ("torch", "fake"):
         return precision in SUPPORTED[backend]
     try:
-        from edgefss.formats import FORMATS
+        from edgefss.formats import available_rows
     except ImportError:
         return precision in SUPPORTED[backend]
-    return any(f.backend == backend and f.precision == precision for f in FORMATS)
+    return (backend, precision) in available_rows()
 
 
 def build_plan(args) -> list[tuple]:
