@@ -16,7 +16,7 @@ import pytest
 
 from edgefss.config import PreprocessCfg
 from edgefss.errors import BackendUnavailableError, BundleError, InputError, StateError
-from edgefss.transforms import load_image, load_mask, preprocess, resize_prob
+from edgefss.transforms import load_image, load_mask, preprocess
 
 S = 32
 G = S // 8
@@ -117,15 +117,17 @@ def _tlg_graphs(rng):
     head_in = [("query_feat_00", [1, 4, H4, H4]), ("query_feat_01", [1, 8, G, G]),
                ("support_feat_00", ["B", 4, H4, H4]), ("support_feat_01", ["B", 8, G, G]),
                ("text_support", ["B", 512]), ("text_query_fg", ["B", 512]), ("text_query_bg", ["B", 512]),
-               ("query_pseudo", ["B", 1, G, G]), ("support_pseudo", ["B", 1, G, G]),
+               ("query_pseudo", ["B", 1, S, S]), ("support_pseudo", ["B", 1, S, S]),
                ("pseudo_given", ["B", 1, 1, 1])]
+    # TLG takes its pseudo-masks, and makes its prior, at the input resolution S
     head_out = [("query_logits", ["B", 2, H4, H4]), ("support_logits", ["B", 2, H4, H4]),
-                ("query_prior", ["B", 1, G, G])]
+                ("query_prior", ["B", 1, S, S])]
     head = _onnx_model([
         h.make_node("ReduceMean", ["query_feat_01"], ["q1"], axes=[1], keepdims=1),
         h.make_node("ReduceMean", ["support_feat_01"], ["s1"], axes=[1, 2, 3], keepdims=1),
         h.make_node("Mul", ["q1", "s1"], ["qs"]),
-        h.make_node("Sigmoid", ["qs"], ["query_prior"]),
+        h.make_node("Sigmoid", ["qs"], ["prior_g"]),
+        h.make_node("Resize", ["prior_g", "", "up8"], ["query_prior"], mode="nearest"),
         h.make_node("Sub", ["one", "pseudo_given"], ["notgiven"]),
         h.make_node("Mul", ["pseudo_given", "query_pseudo"], ["qa"]),
         h.make_node("Mul", ["notgiven", "query_prior"], ["qb"]),
@@ -140,13 +142,13 @@ def _tlg_graphs(rng):
         h.make_node("Mul", ["qmask", "four"], ["qm4"]),
         h.make_node("Sub", ["qm4", "two"], ["qm2"]),
         h.make_node("Add", ["qm2", "t"], ["qm3"]),
-        h.make_node("Resize", ["qm3", "", "scales"], ["qup"], mode="nearest"),
+        h.make_node("Resize", ["qm3", "", "down4"], ["qup"], mode="nearest"),
         h.make_node("ReduceMean", ["query_feat_00"], ["q0"], axes=[1], keepdims=1),
         h.make_node("Mul", ["q0", "half"], ["q0h"]),
         h.make_node("Add", ["qup", "q0h"], ["qfg"]),
         h.make_node("Mul", ["qfg", "k_bg"], ["qbg"]),
         h.make_node("Concat", ["qbg", "qfg"], ["query_logits"], axis=1),
-        h.make_node("Resize", ["smask", "", "scales"], ["sup"], mode="nearest"),
+        h.make_node("Resize", ["smask", "", "down4"], ["sup"], mode="nearest"),
         h.make_node("ReduceMean", ["support_feat_00"], ["s0"], axes=[1], keepdims=1),
         h.make_node("Add", ["sup", "s0"], ["sfg"]),
         h.make_node("Mul", ["sfg", "k_bg"], ["sbg"]),
@@ -154,7 +156,7 @@ def _tlg_graphs(rng):
     ], head_in, head_out, {
         "one": np.float32(1.0), "two": np.float32(2.5), "four": np.float32(4.0), "half": np.float32(2.0),
         "k_text": np.float32(3e3), "k_bg": np.float32(-0.5), "b111": np.array([-1, 1, 1, 1], np.int64),
-        "scales": np.array([1, 1, 2, 2], np.float32),
+        "up8": np.array([1, 1, 8, 8], np.float32), "down4": np.array([1, 1, 0.25, 0.25], np.float32),
     }, "tlg_head")
     io = {"encoder": (enc_in, enc_out), "head": (head_in, head_out)}
     return {"encoder": enc, "head": head}, io
@@ -494,7 +496,7 @@ def test_tlg_prior_path_and_refine_hook(tlg_bundle, images):
     order, names = [0, 2, 1], ["dog", "dog", "cat"]
     sf = [enc.run(None, {"image": preprocess(images[i], cfg)}) for i in order]
     text = tt.lookup_many(names)
-    zeros = np.zeros((3, 1, G, G), np.float32)
+    zeros = np.zeros((3, 1, S, S), np.float32)
     feeds = {"query_feat_00": qf[0], "query_feat_01": qf[1],
              "support_feat_00": np.concatenate([f[0] for f in sf]),
              "support_feat_01": np.concatenate([f[1] for f in sf]),
@@ -505,12 +507,12 @@ def test_tlg_prior_path_and_refine_hook(tlg_bundle, images):
     np.testing.assert_allclose(p0.logits[0], ql[:2].mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(p0.logits[1], ql[2], atol=1e-5)
 
-    # refine_steps=1 feeds each class's shot-averaged fg prob (at S/8) back with pseudo_given = 1
-    def softfg(l):
-        return 1 / (1 + np.exp(l[:, 0] - l[:, 1]))
+    # refine_steps=1 feeds each class's shot-averaged fg prob, at the network size S (where TLG
+    # takes its pseudo-masks) and upsampled as the outputs are, back with pseudo_given = 1
+    from edgefss.runtime import postprocess as post
 
-    pcls = [softfg(ql[:2]).mean(axis=0), softfg(ql[2:3])[0]]
-    back = np.stack([resize_prob(pcls[c][None], (G, G))[0] for c in (0, 0, 1)])
+    pcls = post.fg_probability(ql, [[0, 1], [2]], (S, S))
+    back = pcls[[0, 0, 1]]
     feeds.update(query_pseudo=back[:, None], pseudo_given=np.ones((3, 1, 1, 1), np.float32))
     ql1, _, _ = head.run(None, feeds)
     p1 = seg.predict(images[3], refine_steps=1)

@@ -137,7 +137,7 @@ def test_one_shot_forward_shapes(model):
         assert v.shape == (1, 2, S, S) and torch.isfinite(v).all()
     feats_q, feats_s = model.encode(_imgs(1)), model.encode(_imgs(1, 1))
     pq, ps = model.prior(feats_q, feats_s)
-    assert pq.shape == ps.shape == (1, 1, H, H)
+    assert pq.shape == ps.shape == (1, 1, S, S)  # pseudo-masks live at the input resolution
     assert 0 <= pq.min() and pq.max() <= 1 and pq.max() > 0.5
     head = model.head(feats_q, feats_s, _text(1), pq, ps)
     assert head["query_logits"].shape == (1, 2, S // 4, S // 4)
@@ -188,11 +188,13 @@ def test_vgg16_forward():
 
 def test_bad_head_inputs_raise(model):
     fq, fs = model.encode(_imgs(1)), model.encode(_imgs(2, 1))
-    p = torch.zeros(2, 1, H, H)
+    p = torch.zeros(2, 1, S, S)
     with pytest.raises(InputError, match="text\\['support'\\]"):
         model.head(fq, fs, {**_text(2), "support": torch.zeros(2, 256)}, p, p)
     with pytest.raises(InputError, match="query_pseudo"):
         model.head(fq, fs, _text(2), torch.zeros(2, 1, 10, 10), p)
+    with pytest.raises(InputError, match="support_pseudo"):  # the old S/8 grid is refused
+        model.head(fq, fs, _text(2), p, torch.zeros(2, 1, H, H))
     with pytest.raises(InputError, match="list of 13"):
         model.head(fq[:5], fs, _text(2), p, p)
     with pytest.raises(InputError, match="image"):
@@ -359,7 +361,7 @@ def test_onnx_graphs_match_pytorch(tmp_path, backbone):
         got = sess.run(None, {k: v.numpy() for k, v in feed.items()})
         with torch.no_grad():
             ref = head(*[feed[n] for n in io["head"]["inputs"]])
-        assert [o.shape for o in got] == [(n_support, 2, S // 4, S // 4)] * 2 + [(n_support, 1, H, H)]
+        assert [o.shape for o in got] == [(n_support, 2, S // 4, S // 4)] * 2 + [(n_support, 1, S, S)]
         for o, r in zip(got, ref):
             assert np.abs(o - r.numpy()).max() <= 1e-4
 

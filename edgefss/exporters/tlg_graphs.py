@@ -2,7 +2,12 @@
 
 - `TLGEncoderGraph`: `image` (1,3,S,S) -> `feat_00` … `feat_{L-1}` (the frozen backbone pyramid).
 - `TLGHeadGraph`: query/support features, three text embeddings, the two external pseudo-masks
-  and `pseudo_given` -> `query_logits`, `support_logits` (B,2,S/4,S/4), `query_prior` (B,1,S/8,S/8).
+  (B,1,S,S) and `pseudo_given` -> `query_logits`, `support_logits` (B,2,S/4,S/4), `query_prior`
+  (B,1,S,S).
+
+Pseudo-masks travel at the input resolution S, as the released forward takes them ((B,400,400));
+the head resamples them to S/4 exactly as that code does (models/tlg.py `fuse_pseudo`). The
+on-device prior is produced at SxS too, so the blend below and the resampling are the same for both.
 
 `pseudo_given` is a blend weight instead of an `if`: mask = given*external + (1-given)*prior, so
 one graph serves both "caller supplies masks" and "use the on-device prior" without control flow.
@@ -65,10 +70,10 @@ class TLGHeadGraph(nn.Module):
     """TLG head with the on-device prior, inputs in `tlg_io(model)["head"]["inputs"]` order.
 
     Args (forward, positional): L query feats (1,…), L support feats (B,…), text_support,
-        text_query_fg, text_query_bg (B,512), query_pseudo, support_pseudo (B,1,S/8,S/8),
+        text_query_fg, text_query_bg (B,512), query_pseudo, support_pseudo (B,1,S,S) in [0,1],
         pseudo_given (B,1,1,1) float32 in {0,1}.
     Returns:
-        (query_logits (B,2,S/4,S/4), support_logits (B,2,S/4,S/4), query_prior (B,1,S/8,S/8)).
+        (query_logits (B,2,S/4,S/4), support_logits (B,2,S/4,S/4), query_prior (B,1,S,S)).
     """
 
     def __init__(self, model: TLG):
@@ -97,19 +102,19 @@ def tlg_example_inputs(model: TLG, imgsz: int | None = None, n_support: int = 1,
     Returns:
         {"encoder": {"image": (1,3,S,S)}, "head": {name: tensor}} float32 tensors; the features
         come from running the model's encoder on random images, text is random L2-normalised,
-        pseudo-masks random in [0,1], pseudo_given alternates 1,0,… over B.
+        pseudo-masks (B,1,S,S) random in [0,1], pseudo_given alternates 1,0,… over B.
     """
     S = model.cfg.imgsz if imgsz is None else imgsz
     if S != model.cfg.imgsz:
         raise InputError(f"tlg_example_inputs: imgsz {S} differs from the model's imgsz {model.cfg.imgsz}")
     g = torch.Generator().manual_seed(seed)
-    B, h = n_support, model.grid
+    B = n_support
     q_img = torch.randn(1, 3, S, S, generator=g)
     s_img = torch.randn(B, 3, S, S, generator=g)
     io = tlg_io(model)["head"]["inputs"]
     with torch.no_grad():
         feats = list(model.encode(q_img)) + list(model.encode(s_img))
     text = [torch.nn.functional.normalize(torch.randn(B, TEXT_DIM, generator=g), dim=1) for _ in range(3)]
-    masks = [torch.rand(B, 1, h, h, generator=g) for _ in range(2)]
+    masks = [torch.rand(B, 1, S, S, generator=g) for _ in range(2)]
     given = (torch.arange(B) % 2 == 0).float().reshape(B, 1, 1, 1)
     return {"encoder": {"image": q_img}, "head": dict(zip(io, feats + text + masks + [given]))}

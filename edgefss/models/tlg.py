@@ -12,6 +12,12 @@ directions) -> crossed `merge` -> HT (row tokens, self-attention, OT cross-atten
 heterogeneous residual (support MaxPool / query AvgPool, shared `bn`) -> HC (text map at S/16)
 -> HSNet decoders -> `res` fusion with the pseudo-mask.
 
+Pseudo-masks are taken at the input resolution, (B,1,S,S) float32, like the released forward's
+(B,400,400) masks, and resampled exactly as it does: straight to the decoder's S/4 grid with
+bilinear align_corners=True inside the `res` fusion (point sampling; no area averaging, no
+intermediate S/8 grid). The on-device prior used when no pseudo-mask is given is produced at SxS
+too (`prior`, tlg_modules.backbone_prior) and goes through the same resampling.
+
 Geometry: the grid h = S/8 (50 at S=400); `proj` is Linear(h, h*h) and the text map is
 (h/2)x(h/2) via `linear_512_625` = Linear(512, (h/2)^2). Official weights therefore need S=400;
 smaller S (multiple of 16) builds a geometrically consistent model for tests.
@@ -49,8 +55,12 @@ class TLGCfg:
     Attributes:
         backbone: "resnet50" or "vgg16".
         imgsz: square input size S (multiple of 16, >= 64); 400 for the official weights.
-        official_forward: True reproduces the released forward (HA/HT/HC under no_grad, OT
-            detached); False (default) lets the task loss reach HA/HT/HC.
+        official_forward: True reproduces the released forward's gradient scopes: `no_grad`
+            around the backbone + text-map block and around the HC fusion only (model/TLG.py
+            120-179 and 221-229), the OT plan detached (POT on numpy). HA and HT run with
+            gradients but reach the loss only through that fusion, so only hpn_learner,
+            decoder1/2 and `res` get a task-loss gradient. False (default) lets the task loss
+            reach HA/HT/HC.
         dropout: dropout of both attention output projections (inactive in eval).
         sinkhorn_eps, sinkhorn_iter: HT's OT step (spec §1.3).
         seed: seed of the random initialisation.
@@ -175,22 +185,26 @@ class TLG(nn.Module):
 
         Cosine similarity of each query position's high-level feature (layer3-last and layer4-last
         for ResNet-50; conv5_3 and pool5 for VGG16) to every support position, max over the support,
-        min-max normalised per image, averaged over the two levels (PFENet prior); symmetrically for
-        the support. Forward-only (no gradient).
+        min-max normalised per image at the feature's own resolution, resized to SxS (bilinear,
+        align_corners=True) and averaged over the two levels (PFENet prior); symmetrically for the
+        support. SxS is where the released code takes its pseudo-masks, so the prior then goes
+        through the same SxS -> S/4 resampling as an external mask (`decode`). Soft, not
+        thresholded. Forward-only (no gradient).
 
         Args:
             query_feats: list of (1 or B,C_l,H_l,W_l) float32; support_feats: list of (B,...).
 
         Returns:
-            (query_pseudo, support_pseudo), each (B,1,S/8,S/8) float32 in [0,1].
+            (query_pseudo, support_pseudo), each (B,1,S,S) float32 in [0,1].
         """
         B = support_feats[0].shape[0]
         levels = self.layout.prior_levels
+        S = self.cfg.imgsz
         with torch.no_grad():
             return backbone_prior(
                 [_expand(query_feats[i], B) for i in levels],
                 [support_feats[i] for i in levels],
-                (self.grid, self.grid),
+                (S, S),
             )
 
     # ---------------------------------------------------------------- head parts
@@ -228,12 +242,23 @@ class TLG(nn.Module):
         return F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
 
     def decode(self, x: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
-        """HSNet decoders + `res` fusion with the pseudo-mask: (B,128,h,h), (B,1,h,h) -> (B,2,2h,2h)."""
+        """HSNet decoders + `res` fusion with the pseudo-mask: (B,128,h,h), (B,1,S,S) -> (B,2,2h,2h)."""
+        return self.fuse_pseudo(self.decoder_logits(x), pseudo)
+
+    def decoder_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """decoder1 -> x2 (bilinear, align_corners=True) -> decoder2: (B,128,h,h) -> (B,2,2h,2h)."""
         size = (2 * self.grid, 2 * self.grid)
         y = F.interpolate(self.decoder1(x), size=size, mode="bilinear", align_corners=True)
-        y = self.decoder2(y)
-        p = F.interpolate(pseudo, size=size, mode="bilinear", align_corners=True)
-        return self.res(torch.cat([y, p], dim=1))
+        return self.decoder2(y)
+
+    def fuse_pseudo(self, logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
+        """`res` fusion: (B,2,2h,2h) decoder logits, (B,1,S,S) pseudo-mask -> (B,2,2h,2h).
+
+        The mask goes straight from SxS to the 2h = S/4 grid by bilinear align_corners=True, as
+        in the released forward (it samples the SxS mask at x = i*(S-1)/(S/4-1); no averaging).
+        """
+        p = F.interpolate(pseudo, size=logits.shape[-2:], mode="bilinear", align_corners=True)
+        return self.res(torch.cat([logits, p], dim=1))
 
     # ---------------------------------------------------------------- head
     def head(self, query_feats, support_feats, text: dict, query_pseudo, support_pseudo) -> dict:
@@ -243,10 +268,27 @@ class TLG(nn.Module):
             query_feats: list of L (1 or B,C_l,H_l,W_l) float32 (the query is broadcast over B).
             support_feats: list of L (B,C_l,H_l,W_l) float32.
             text: {"support", "query_fg", "query_bg"} each (B or 1,512) float32 CLIP text embeddings.
-            query_pseudo, support_pseudo: (B or 1,1,S/8,S/8) float32 pseudo-masks in [0,1].
+            query_pseudo, support_pseudo: (B or 1,1,S,S) float32 pseudo-masks in [0,1] at the
+                input resolution (the released forward's (B,400,400) masks with a channel axis).
 
         Returns:
             dict(query_logits (B,2,S/4,S/4), support_logits (B,2,S/4,S/4)) float32.
+        """
+        t = self.trace(query_feats, support_feats, text, query_pseudo, support_pseudo)
+        return {"query_logits": t["query_logits"], "support_logits": t["support_logits"]}
+
+    def trace(self, query_feats, support_feats, text: dict, query_pseudo, support_pseudo) -> dict:
+        """`head` with its intermediates, to localise a difference against the released code.
+
+        Args: as `head`.
+
+        Returns:
+            dict of float32 tensors, each for the query (`q_`) and support (`s_`) branch:
+            `*_ha` HA output (B,128,h,h); `*_after4d` 4D-learner output of the query / support
+            direction (B,128,h,h) (`q_after4d` = released `after4d_query`); `*_merge` (B,128,h,h);
+            `*_ht` HT output before the residual (B,128,h,h); `*_res` after the heterogeneous
+            residual (B,128,h,h); `*_hc` HC fusion output (B,128,h,h); `*_dec` decoder logits
+            before `res` (B,2,2h,2h); and `query_logits`, `support_logits` (B,2,2h,2h).
         """
         B = support_feats[0].shape[0]
         if not torch.onnx.is_in_onnx_export():
@@ -262,27 +304,35 @@ class TLG(nn.Module):
         # transposing it saves half of the 13-layer correlation (torch at 400 px: 1266 ms of
         # correlation for a 344 ms copy; a permuted view instead of the copy slows the 4D convs more)
         corr_s = [c.permute(0, 1, 4, 5, 2, 3).contiguous() for c in corr_q]
-        a4_q = self.hpn_learner.forward_conv4d(corr_q)
-        a4_s = self.hpn_learner.forward_conv4d(corr_s)
+        t = {"q_after4d": self.hpn_learner.forward_conv4d(corr_q),
+             "s_after4d": self.hpn_learner.forward_conv4d(corr_s)}
+        a4_q, a4_s = t["q_after4d"], t["s_after4d"]
 
+        # the released code's no_grad scopes: the text maps sit in its backbone/text block, the HC
+        # fusion in a second block; HA, merge, HT and the residual run with gradients
         official = self.cfg.official_forward
-        with torch.no_grad() if official else contextlib.nullcontext():
-            # crossed on purpose (spec §7 TLG 3): each branch's HA meets the other direction's 4D output
-            s = self.merge(torch.cat([self.aggregate(sf, self.layout.support_ha), a4_q], dim=1))
-            q = self.merge(torch.cat([self.aggregate(qf, self.layout.query_ha), a4_s], dim=1))
-            s, q = self.transfer(s, official), self.transfer(q, official)
-            # the released code feeds the SUPPORT residual source to both branches (spec §1.2 (5))
-            size2 = (2 * self.grid, 2 * self.grid)
-            src = F.interpolate(sf[self.layout.residual], size=size2, mode="bilinear", align_corners=True)
-            src = getattr(self, self.layout.residual_reducer)(src)
-            s = torch.relu(self.bn(s) + F.max_pool2d(src, 2))
-            q = torch.relu(self.bn(q) + F.avg_pool2d(src, 2))
+        released_no_grad = torch.no_grad if official else contextlib.nullcontext
+        with released_no_grad():
             s_text, q_text = self.text_maps(text)
-            s, q = self.fuse_text(s, s_text), self.fuse_text(q, q_text)
-        return {
-            "query_logits": self.decode(q + a4_q, query_pseudo),
-            "support_logits": self.decode(s + a4_s, support_pseudo),
-        }
+        t["s_ha"] = self.aggregate(sf, self.layout.support_ha)
+        t["q_ha"] = self.aggregate(qf, self.layout.query_ha)
+        # crossed on purpose (spec §7 TLG 3): each branch's HA meets the other direction's 4D output
+        t["s_merge"] = self.merge(torch.cat([t["s_ha"], a4_q], dim=1))
+        t["q_merge"] = self.merge(torch.cat([t["q_ha"], a4_s], dim=1))
+        t["s_ht"], t["q_ht"] = self.transfer(t["s_merge"], official), self.transfer(t["q_merge"], official)
+        # the released code feeds the SUPPORT residual source to both branches (spec §1.2 (5))
+        size2 = (2 * self.grid, 2 * self.grid)
+        src = F.interpolate(sf[self.layout.residual], size=size2, mode="bilinear", align_corners=True)
+        src = getattr(self, self.layout.residual_reducer)(src)
+        t["s_res"] = torch.relu(self.bn(t["s_ht"]) + F.max_pool2d(src, 2))
+        t["q_res"] = torch.relu(self.bn(t["q_ht"]) + F.avg_pool2d(src, 2))
+        with released_no_grad():
+            t["s_hc"], t["q_hc"] = self.fuse_text(t["s_res"], s_text), self.fuse_text(t["q_res"], q_text)
+        t["q_dec"] = self.decoder_logits(t["q_hc"] + a4_q)
+        t["s_dec"] = self.decoder_logits(t["s_hc"] + a4_s)
+        t["query_logits"] = self.fuse_pseudo(t["q_dec"], query_pseudo)
+        t["support_logits"] = self.fuse_pseudo(t["s_dec"], support_pseudo)
+        return t
 
     def _check_head_inputs(self, query_feats, support_feats, text, query_pseudo, support_pseudo):
         def shape(x):
@@ -308,10 +358,10 @@ class TLG(nn.Module):
             if not torch.is_tensor(v) or v.dim() != 2 or v.shape[1] != TEXT_DIM or v.shape[0] not in (1, B):
                 want = f"(B or 1,{TEXT_DIM})"
                 raise InputError(f"TLG head: text[{k!r}] must be a {want} tensor (B={B}), got {shape(v)}")
-        h = self.grid
+        S = self.cfg.imgsz
         for nm, p in (("query_pseudo", query_pseudo), ("support_pseudo", support_pseudo)):
-            if not torch.is_tensor(p) or tuple(p.shape[1:]) != (1, h, h) or p.shape[0] not in (1, B):
-                want = f"(B or 1,1,{h},{h})"
+            if not torch.is_tensor(p) or p.dim() != 4 or tuple(p.shape[1:]) != (1, S, S) or p.shape[0] not in (1, B):
+                want = f"(B or 1,1,{S},{S}) (the input resolution S)"
                 raise InputError(f"TLG head: {nm} must be a {want} tensor (B={B}), got {shape(p)}")
 
     def forward(self, query_img, support_img, text: dict, query_pseudo=None, support_pseudo=None) -> dict:
@@ -320,7 +370,8 @@ class TLG(nn.Module):
         Args:
             query_img: (1 or B,3,S,S) float32; support_img: (B,3,S,S) float32 (normalised).
             text: as in `head`.
-            query_pseudo, support_pseudo: optional (B,1,S/8,S/8) float32 masks; None = `prior`.
+            query_pseudo, support_pseudo: optional (1 or B,1,S,S) float32 masks in [0,1] at the
+                input resolution; None = `prior`.
 
         Returns:
             dict(query_logits (B,2,S,S), support_logits (B,2,S,S)) float32.
@@ -343,7 +394,7 @@ def predict_mask_nshot(
 
     Args:
         query_img: (1,3,S,S) float32; support_imgs: (K,3,S,S) float32.
-        text: each (1 or K,512); query_pseudo/support_pseudo: optional (1 or K,1,S/8,S/8).
+        text: each (1 or K,512); query_pseudo/support_pseudo: optional (1 or K,1,S,S).
 
     Returns:
         (1,S,S) int64 mask in {0,1}. For K=1 this is the plain argmax.

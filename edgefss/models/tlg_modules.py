@@ -116,10 +116,11 @@ def backbone_prior(query_levels, support_levels, size) -> tuple[torch.Tensor, to
     Args:
         query_levels, support_levels: lists of (B,C_l,H_l,W_l) float32 maps (same B), e.g.
             layer3-last and layer4-last; ReLU is applied first (the maps are pre-ReLU).
-        size: (h, w) of the output grid (S/8).
+        size: (H, W) of the output, the model's input resolution (S, S): TLG takes pseudo-masks
+            there; each level's map is resized to it with bilinear align_corners=True.
 
     Returns:
-        (query_prior, support_prior), each (B,1,h,w) float32 in [0,1]: the mean over levels of the
+        (query_prior, support_prior), each (B,1,H,W) float32 in [0,1]: the mean over levels of the
         per-image min-max normalised max-cosine maps (see PRIOR_MIN_RANGE for flat maps).
     """
     qs, ss = [], []

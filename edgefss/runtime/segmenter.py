@@ -422,14 +422,15 @@ class Segmenter:
 
     def _refine_input(self, seg: np.ndarray, support: _Support) -> np.ndarray:
         """Previous head logits (B, 2, h, w) -> (B, grid, grid) float32: each shot gets its class's
-        shot-averaged fg probability at the pseudo-mask grid (the refinement hook's input)."""
+        shot-averaged fg probability at the size the head takes its query pseudo-mask (TLG: the
+        network size S, adapter.grid), upsampled as every output is (postprocess.fg_probability)."""
         g = self.adapter.grid
-        p = post.fg_probability(seg, list(support.groups), seg.shape[-2:])
-        p = resize_prob(p, (g, g))
+        p = post.fg_probability(seg, list(support.groups), (g, g))
         out = np.empty((seg.shape[0], g, g), np.float32)
         for c, shots in enumerate(support.groups):
             out[list(shots)] = p[c]
         return out
+
 
 def _warn_gate(manifest: dict, bundle_dir) -> None:
     """One warning when the bundle's accuracy gate did not pass (uninformative, or forced past a fail)."""
