@@ -83,6 +83,20 @@ def test_tensorrt_absent_says_so_plainly(tmp_path, capsys):
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.skipif(not core.tensorrt_engine.available(),
+                    reason="TensorRT is not installed (no GPU on this machine): the engine check after the build "
+                           "runs where it is")
+def test_tensorrt_engine_is_verified_against_pytorch_after_the_build(tmp_path):
+    lines = []
+    out = export("tlg", backend="tensorrt", imgsz=S_TLG, out=str(tmp_path / "trt"), verify_episodes=1,
+                 log=lines.append)
+    man = read_manifest(out)
+    v = man["verification"]["tensorrt_fp32"]
+    assert v["passed"] and all(o["max_abs"] <= o["tol"] for o in v["outputs"].values())
+    assert any(ln.startswith("built head.plan") for ln in lines)
+    assert any("verification tensorrt-fp32 vs PyTorch" in ln for ln in lines)
+
+
 def test_cli_refusal_is_one_clear_line(capsys, tmp_path):
     from edgefss.cli import main
 
@@ -273,6 +287,40 @@ def test_uninformative_gate_writes_bundle_strict_refuses_load_warns(tmp_path, mo
         export("tlg", imgsz=S_TLG, int8=True, strict=True, out=str(tmp_path / "s"), calib_episodes=3,
                gate_episodes=2, verify_episodes=1, log=_quiet)
     assert not (tmp_path / "s").exists()
+
+
+def test_group_norm_statistics_exported_in_float64_match_a_float64_reference(tmp_path):
+    """ONNX Runtime's float32 InstanceNormalization (how GroupNorm exports) accumulates group
+    statistics in float32: on a CST-learner-sized group (32 ch, 2500 tokens x 10, post-ReLU) it is
+    far from a float64 NumPy reference, while the float64-statistics form matches it like torch."""
+    import torch
+
+    from edgefss.exporters.graphs import GraphDef
+    from edgefss.exporters.onnx_export import export_graph
+    from edgefss.exporters.stable_norm import F64_STATS, PLAIN_NORM
+
+    torch.manual_seed(0)
+    gn = torch.nn.GroupNorm(4, 32).eval()
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    x = (torch.relu(torch.randn(1, 32, 2500, 10)) * 3 + 0.5).numpy()
+    g64 = x.astype(np.float64).reshape(1, 4, -1)
+    ref = ((g64 - g64.mean(-1, keepdims=True)) / np.sqrt(g64.var(-1, keepdims=True) + gn.eps)).reshape(x.shape)
+    ref = ref * gn.weight.detach().double().numpy()[None, :, None, None] + gn.bias.detach().double().numpy()[None, :, None, None]
+    with torch.no_grad():
+        err_torch = float(np.abs(gn(torch.from_numpy(x)).numpy() - ref).max())
+    err = {}
+    for form in (PLAIN_NORM, F64_STATS):
+        g = GraphDef(gn, ["x"], ["y"], norm=form)
+        export_graph(g, {"x": torch.from_numpy(x)}, tmp_path / f"{form[:5]}.onnx")
+        be = open_graphs("onnxruntime", "fp32", {"g": tmp_path / f"{form[:5]}.onnx"}, device="cpu")
+        err[form] = float(np.abs(be.run("g", {"x": x})["y"] - ref).max())
+    print(f"max-abs vs float64: torch {err_torch:.3g}, ORT InstanceNormalization {err[PLAIN_NORM]:.3g}, "
+          f"ORT float64 statistics {err[F64_STATS]:.3g}")
+    assert err[PLAIN_NORM] > 50 * err_torch  # the defect this form exists for
+    assert err[F64_STATS] < 4 * err_torch and err[F64_STATS] < 1e-5
+    assert type(gn).forward is torch.nn.GroupNorm.forward and "forward" not in vars(gn)  # restored
 
 
 # ---------------------------------------------------------------- OpenVINO

@@ -18,6 +18,7 @@ from edgefss.exporters import tensorrt_engine
 from edgefss.exporters.fused_attention import PLAIN, attention_for, count_fused
 from edgefss.exporters.graphs import ModelGraphs, load_graphs
 from edgefss.exporters.onnx_export import OPSET, export_graph, io_signature
+from edgefss.exporters.stable_norm import BACKEND_NORM
 from edgefss.exporters.options import ExportOptions, as_dict
 from edgefss.exporters.verify import failure_line, format_verification, verify_graphs
 from edgefss.formats import get as get_format
@@ -145,6 +146,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
     _check_backend(o)
     verify_eps, calib_eps, gate_eps = _episodes(o, log)
     mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend))
+    for g in mg.graphs.values():
+        g.norm = BACKEND_NORM[o.backend]  # GroupNorm statistics (stable_norm.py)
     if mg.random_init:
         log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
             "toolchain, not model accuracy)")

@@ -13,6 +13,7 @@ from typing import Callable
 from edgefss.config import CST_PSEUDO_THRESHOLD
 from edgefss.errors import InputError
 from edgefss.exporters.fused_attention import PLAIN
+from edgefss.exporters.stable_norm import F64_STATS
 
 MODEL_VARIANT = {"tlg": "resnet50", "cst": "vit_small_patch8"}
 
@@ -26,6 +27,7 @@ class GraphDef:
     outputs: list
     dynamic_axes: dict = field(default_factory=dict)
     attention: str = PLAIN  # how ViT attention inside `module` is emitted (fused_attention.py)
+    norm: str = F64_STATS  # how GroupNorm statistics are emitted (stable_norm.py; TensorRT: plain)
 
 
 @dataclass

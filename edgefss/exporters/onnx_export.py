@@ -7,6 +7,7 @@ from pathlib import Path
 from edgefss.errors import StateError, require
 from edgefss.exporters.fused_attention import CUSTOM_OPSETS, attention_export, count_fused
 from edgefss.exporters.graphs import GraphDef
+from edgefss.exporters.stable_norm import group_norm_export
 
 OPSET = 17
 # Ops TensorRT's importer gets wrong (ReduceLogSumExp without max-shift, TRT#4772).
@@ -17,7 +18,8 @@ def export_graph(g: GraphDef, example: dict, path) -> Path:
     """Export `g.module` with the fixed I/O names, then run onnx.checker and the op policy.
 
     Args:
-        g: the graph (its `attention` says how ViT attention is emitted, see fused_attention.py);
+        g: the graph (its `attention` says how ViT attention is emitted, see fused_attention.py,
+            its `norm` how GroupNorm statistics are, see stable_norm.py);
             example: {input name: tensor} (all of g.inputs); path: .onnx file.
 
     Raises:
@@ -27,7 +29,7 @@ def export_graph(g: GraphDef, example: dict, path) -> Path:
     torch = require("torch", "ONNX export")
     onnx = require("onnx", "ONNX export")
     args = tuple(example[n] for n in g.inputs)
-    with torch.no_grad(), attention_export(g.module, g.attention) as swapped:
+    with torch.no_grad(), attention_export(g.module, g.attention) as swapped, group_norm_export(g.module, g.norm):
         torch.onnx.export(
             g.module, args, str(path), input_names=g.inputs, output_names=g.outputs,
             dynamic_axes=g.dynamic_axes or None, opset_version=OPSET, do_constant_folding=True,
