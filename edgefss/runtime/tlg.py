@@ -74,8 +74,9 @@ class TLGAdapter(Adapter):
         e.update(text_support=s, text_query_fg=fg, text_query_bg=bg)
         if mask is not None:
             warnings.warn(
-                "TLG: a support mask only enters the support branch; the query prediction uses the "
-                "on-device prior (models-spec §1), so the mask does not change Prediction.mask",
+                "TLG: a support mask only enters the support branch (models-spec §1), so it does not "
+                "change Prediction.mask; the query branch takes the query pseudo-mask (predict's "
+                "query_pseudo) or the on-device prior",
                 stacklevel=3,
             )
         S = self.S
