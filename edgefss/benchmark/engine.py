@@ -444,6 +444,9 @@ def run(args, log=print) -> int:
             if r.get("status") == "ok" and base is not None:
                 bm = next(c for rr, c in zip(live, cfgs) if rr is base)["masks_out"]
                 r["agreement"] = 1.0 if r is base else agreement(Path(cfg["masks_out"]), Path(bm))
+        ratios(grows)
+        log(R.format_table(grows))  # each group as it finishes: a long run shows its progress
+        R.write_json(out / "latency.partial.json", {"machine": m, "rows": rows})
     ratios(rows)
     m["load_end"] = M.load_average()
     table = R.format_table(rows)
