@@ -22,6 +22,8 @@ VERBS = {
     "demo": ("edgefss.cli.demo", "camera/video/folder app: live overlays with a bundle (torch-free)"),
     "doctor": ("edgefss.cli.doctor", "what is installed and what each missing piece would enable"),
     "serve": ("edgefss.cli.serve", "HTTP API + web page over bundles: support sets, predict, MJPEG, /metrics"),
+    "support": ("edgefss.cli.support", "support packs: encode a support set once (create), inspect one (show)"),
+    "classes": ("edgefss.cli.classes", "the class names a bundle can segment (TLG table; CST: any name)"),
 }
 
 

@@ -2,6 +2,10 @@
 
     edgefss predict --bundle B --support dog1.jpg:dog cat.jpg:cat [--support-mask dog1.jpg:dog1.png] \
         --query q.jpg [--query q2.jpg] --out mask.png
+    edgefss predict --bundle B --support-pack pets.efs --query q.jpg --out mask.png
+
+--support-pack takes a support pack written by `edgefss support create` for the same bundle
+(no support image is encoded again); it replaces --support/--support-mask.
 
 Writes a mask PNG per query that any viewer shows: with one class 0 = background, 255 = the
 class; with several a palette PNG whose pixel values are the class indices (0 background, i = the
@@ -32,8 +36,10 @@ def split_spec(spec: str, what: str) -> tuple[str, str]:
 
 def add_arguments(p) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgefss export`")
-    p.add_argument("--support", nargs="+", action="extend", required=True, metavar="IMG:CLASS",
+    p.add_argument("--support", nargs="+", action="extend", default=None, metavar="IMG:CLASS",
                    help="support image and the class it shows; repeat a class for K shots")
+    p.add_argument("--support-pack", default=None, metavar="PACK",
+                   help="support pack from `edgefss support create` for this bundle, instead of --support")
     p.add_argument("--support-mask", nargs="+", action="extend", default=[], metavar="IMG:MASK",
                    help="optional binary mask PNG for a support image (default: on-device pseudo-mask)")
     p.add_argument("--query", nargs="+", action="extend", required=True, metavar="IMG", help="query image(s)")
@@ -93,7 +99,12 @@ def run(args) -> int:
     from edgefss.runtime.visualize import overlay
     from edgefss.transforms import load_image
 
-    pairs = [split_spec(s, "--support") for s in args.support]
+    pack = getattr(args, "support_pack", None)
+    if (args.support is None) == (pack is None):
+        raise InputError("--support / --support-pack: give exactly one (support images IMG:CLASS, or a pack)")
+    if pack is not None and args.support_mask:
+        raise InputError("--support-mask: a support pack already holds its masks; drop --support-mask")
+    pairs = [split_spec(s, "--support") for s in args.support or []]
     masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
@@ -104,10 +115,15 @@ def run(args) -> int:
     inputs = {q: "--query" for q in args.query}
     inputs.update({i: "--support" for i, _ in pairs})
     inputs.update({m: "--support-mask" for m in masks.values()})
+    if pack is not None:
+        inputs[pack] = "--support-pack"
     plan, notes = plan_outputs(out, list(args.query), inputs)  # before minutes of work
 
     seg = Segmenter.load(args.bundle, backend=args.backend, threads=args.threads, device=args.device)
-    seg.set_support([i for i, _ in pairs], [c for _, c in pairs], masks=[masks.get(i) for i, _ in pairs])
+    if pack is not None:
+        seg.load_support(pack)
+    else:
+        seg.set_support([i for i, _ in pairs], [c for _, c in pairs], masks=[masks.get(i) for i, _ in pairs])
     for line in notes:
         print(line)
     for q, (mask_path, ov_path) in zip(args.query, plan):

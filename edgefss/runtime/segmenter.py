@@ -82,6 +82,7 @@ class _Support:
     chunks: tuple           # stacked head inputs, one dict per head call (<= max batch each)
     order: tuple = ()       # order[j] = set_support index of head-batch entry j
     given: tuple = ()       # given[j]: the caller gave entry j's mask (refinement keeps it)
+    names: tuple = ()       # names[j]: entry j's class as the caller spelt it (support_pack edits)
     images: tuple = ()      # mutual refinement: resized (S, S, 3) uint8 of entry j, to re-encode
     # mutual refinement: j -> (1, 12, 384, T) float16 query_feats of support j, filled on first use
     query_feats: dict = field(default_factory=dict, compare=False)
@@ -184,9 +185,24 @@ class Segmenter:
             masks: None, or a list with one entry per image: None (use the on-device pseudo-mask),
                 a PNG path or an (H, W) array with values {0,1} or {0,255}, same size as its image.
 
+        CST ignores the names: its pseudo-mask is class-agnostic and a name only labels its output
+        (known_classes() is None); a UserWarning names two classes whose support sets CST cannot
+        tell apart (support_pack.indistinguishable_classes). TLG looks each name up in its table.
+
         Raises:
             InputError: bad image/mask/class name (names the entry).
         """
+        from edgefss.runtime import support_pack as sp
+
+        snapshot = sp.build_support(self._support_records(images, class_names, masks), self.max_batch,
+                                    self.adapter.refine_mode == "mutual", model=self.adapter.model)
+        with self._lock:
+            self._support = snapshot
+
+    def _support_records(self, images, class_names, masks=None) -> list:
+        """Check and encode support images -> support_pack.Record per image, in caller order."""
+        from edgefss.runtime.support_pack import Record
+
         if isinstance(images, (str, Path, np.ndarray)):
             images = [images]
         if isinstance(class_names, str):
@@ -248,22 +264,80 @@ class Segmenter:
             enc = self._encode(small)  # resize_image is the identity on an S x S image
             entries[i] = self.adapter.support_entry(enc, full_mask, name)
 
-        # class-major order so each class's shots are contiguous in the head batch
-        order = [i for c in classes for i, n in enumerate(keys) if n == c]
-        groups, pos = [], 0
-        for c in classes:
-            k = keys.count(c)
-            groups.append(tuple(range(pos, pos + k)))
-            pos += k
-        classes = [shown[c] for c in classes]  # displayed as the user first spelt them
-        ordered = [entries[i] for i in order]
-        step = self.max_batch
-        chunks = tuple(stack_entries(ordered[s:s + step]) for s in range(0, len(ordered), step))
-        snapshot = _Support(classes=tuple(classes), groups=tuple(groups), chunks=chunks, order=tuple(order),
-                            given=tuple(masks[i] is not None for i in order),
-                            images=tuple(resized[i] for i in order) if mutual else ())
+        return [Record(class_names[i], entries[i], masks[i] is not None, resized.get(i))
+                for i in range(len(images))]
+
+    # support packs and edits: runtime/support_pack.py (each result equals a fresh set_support)
+    def save_support(self, path) -> Path:
+        """Write the cached support set as one checksummed support pack (.efs); returns its path."""
+        from edgefss.runtime import support_pack as sp
+
+        return sp.save(self._support, self.manifest, self.bundle_dir, path)
+
+    def load_support(self, path) -> None:
+        """Replace the support set with a pack's (no encoder run). InputError for a pack of another
+        bundle, a tampered or truncated file, naming the file and the reason."""
+        from edgefss.runtime import support_pack as sp
+
+        snapshot = sp.load(path, self.manifest, self.bundle_dir, self.max_batch,
+                           self.adapter.refine_mode == "mutual")
         with self._lock:
             self._support = snapshot
+
+    def add_support(self, images, class_names, masks=None) -> None:
+        """Append shots (new or existing classes), encoding only the new images; equals set_support
+        of the old images + these, in that order."""
+        recs = self._support_records(images, class_names, masks)
+        self._edit_support(lambda old, qf: (old + recs, qf))
+
+    def remove_class(self, name: str) -> None:
+        """Drop every shot of class `name` (any spelling of it); InputError if it is not in the set."""
+        from edgefss.runtime import support_pack as sp
+
+        def edit(old, qf):
+            drop = {i for i, r in enumerate(old) if class_key(r.name) == class_key(str(name))}
+            if not drop:
+                raise InputError(f"remove_class: {name!r} is not a support class (classes: {self.classes})")
+            return sp.without(old, qf, drop)
+
+        self._edit_support(edit)
+
+    def remove_shot(self, i: int) -> None:
+        """Drop set_support's images[i] (caller order; later shots move down by one)."""
+        from edgefss.runtime import support_pack as sp
+
+        def edit(old, qf):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(old):
+                raise InputError(f"remove_shot: index {i!r}; expected an int in [0, {len(old)})")
+            return sp.without(old, qf, {i})
+
+        self._edit_support(edit)
+
+    def _edit_support(self, edit) -> None:
+        from edgefss.runtime import support_pack as sp
+
+        base = self._support
+        if base is None:
+            raise StateError("support edit: no support set; call set_support(images, class_names) first")
+        recs, qf = edit(*sp.records_of(base))
+        snapshot = sp.build_support(recs, self.max_batch, self.adapter.refine_mode == "mutual",
+                                    model=self.adapter.model, query_feats=qf)
+        with self._lock:
+            if self._support is not base:
+                raise StateError("support edit: the support set was replaced meanwhile; edit again")
+            self._support = snapshot
+
+    def shot_quality(self) -> list:
+        """Leave-one-out score per support shot (K >= 2), caller order; see support_pack.shot_quality."""
+        from edgefss.runtime import support_pack as sp
+
+        return sp.shot_quality(self, self._support)
+
+    def known_classes(self) -> list | None:
+        """Class names the bundle can segment: TLG its text table's names; None = any name (CST,
+        whose pseudo-mask is class-agnostic: the name only labels the output)."""
+        text = getattr(self.adapter, "text", None)
+        return None if text is None else [str(c) for c in text.classes]
 
     def reset_support(self) -> None:
         """Drop the cached support set; predict raises StateError until set_support is called."""

@@ -1,0 +1,433 @@
+"""Support sets as data: the cached-snapshot builder, support packs, incremental edits, shot quality.
+
+One implementation of "caller-ordered support records -> the Segmenter's cached `_Support`"
+(`build_support`): `Segmenter.set_support` uses it after encoding, the edits (`add_support`,
+`remove_class`, `remove_shot`) and `load_support` use it on records taken from a snapshot or a
+pack, so each equals a fresh `set_support` of the resulting set bit for bit (no encoder run for the
+entries kept).
+
+A support pack (`Segmenter.save_support`, conventionally `*.efs`) is one NumPy .npz file
+(read with allow_pickle=False) holding:
+  - `header`: (n,) uint8, UTF-8 JSON: format "edgefss-support-pack", format_version, the edgefss and
+    NumPy versions, the bundle's identity (its manifest's `manifest_sha256`; for a manifest without
+    one, the SHA-256 of its canonical JSON) with model/variant/precision/imgsz for messages, the
+    classes (display order), groups, order, given flags and the caller's spellings per head-batch
+    entry, the arrays' shapes/dtypes, and `content_sha256`.
+  - `entry__<head input>`: (B, ...) float32, the snapshot's head-batch chunks concatenated, exactly
+    as cached (B = number of shots, class-major).
+  - `images`: (B, S, S, 3) uint8 network-size support images, only for models that refine by
+    re-encoding supports (CST mutual refinement); refine_steps > 0 after a load re-encodes them
+    lazily, as after set_support.
+`content_sha256` is the SHA-256 over the header's canonical JSON without that field and every
+array's name, dtype, shape and bytes, so a tampered or truncated pack is refused at load. The
+digest detects corruption and edits; it is not a signature (anyone can write a valid pack).
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefss._version import __version__
+from edgefss.errors import InputError, StateError
+
+FORMAT = "edgefss-support-pack"
+FORMAT_VERSION = 1
+PACK_SUFFIX = ".efs"
+_ENTRY = "entry__"
+# CST indistinguishable classes: two shots are "the same support" when their support features'
+# cosine similarity and their masks' IoU are both at least these (see indistinguishable_classes)
+SAME_FEATURE_COS = 0.9999
+SAME_MASK_IOU = 0.99
+
+
+@dataclass
+class Record:
+    """One support shot in caller order.
+
+    Attributes:
+        name: the class name as the caller spelt it.
+        entry: head inputs of this shot without the batch axis ({name: float32 array}).
+        given: the caller gave this shot's mask (refinement keeps it).
+        image: (S, S, 3) uint8 network-size image (models that re-encode supports) or None.
+    """
+
+    name: str
+    entry: dict
+    given: bool
+    image: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------- snapshot <-> records
+def build_support(records: list, max_batch: int, keep_images: bool, model: str = "", query_feats=None):
+    """Caller-ordered records -> the Segmenter's immutable `_Support` snapshot.
+
+    Classes are one per canonical name (text.prompts.canonical_name), shown as first spelt (spaces
+    collapsed), in order of first appearance; head-batch entries are class-major, each class's
+    shots in caller order, chunked by `max_batch`.
+
+    Args:
+        records: list of Record in caller (set_support) order.
+        keep_images: store the records' images (models whose refinement re-encodes supports).
+        model: the adapter's model; "cst" warns about indistinguishable classes.
+        query_feats: optional {caller index: cached query_feats} carried over from an old snapshot.
+    """
+    from edgefss.runtime.adapters import stack_entries
+    from edgefss.runtime.segmenter import _Support
+    from edgefss.text.prompts import canonical_name as class_key
+
+    if not records:
+        raise InputError("support set: no support image left; use reset_support() to drop it")
+    keys = [class_key(r.name) for r in records]
+    shown: dict = {}
+    for k, r in zip(keys, records):
+        shown.setdefault(k, " ".join(r.name.split()))
+    classes = list(shown)
+    if len(classes) > 255:
+        raise InputError(f"class_names: {len(classes)} classes; at most 255 fit the uint8 label mask")
+    order = [i for c in classes for i, n in enumerate(keys) if n == c]
+    groups, pos = [], 0
+    for c in classes:
+        k = keys.count(c)
+        groups.append(tuple(range(pos, pos + k)))
+        pos += k
+    ordered = [records[i].entry for i in order]
+    chunks = tuple(stack_entries(ordered[s:s + max_batch]) for s in range(0, len(ordered), max_batch))
+    qf = {}
+    if query_feats:
+        qf = {j: query_feats[i] for j, i in enumerate(order) if i in query_feats}
+    snap = _Support(classes=tuple(shown[c] for c in classes), groups=tuple(groups), chunks=chunks,
+                    order=tuple(order), given=tuple(records[i].given for i in order),
+                    images=tuple(records[i].image for i in order) if keep_images else (),
+                    names=tuple(records[i].name for i in order), query_feats=qf)
+    if model == "cst" and len(classes) > 1:
+        warn_indistinguishable(snap)
+    return snap
+
+
+def entry_names(snap) -> list:
+    """The caller's spelling of each head-batch entry's class (falls back to the class's display)."""
+    if len(snap.names) == len(snap.order):
+        return list(snap.names)
+    out = [""] * len(snap.order)
+    for c, shots in enumerate(snap.groups):
+        for j in shots:
+            out[j] = snap.classes[c]
+    return out
+
+
+def stacked(snap) -> dict:
+    """{head input: (B, ...) float32} the snapshot's chunks concatenated (head-batch order)."""
+    keys = list(snap.chunks[0])
+    return {k: np.concatenate([c[k] for c in snap.chunks]) if len(snap.chunks) > 1 else snap.chunks[0][k]
+            for k in keys}
+
+
+def records_of(snap) -> tuple[list, dict]:
+    """Snapshot -> (records in caller order, {caller index: cached query_feats})."""
+    arrays = stacked(snap)
+    names = entry_names(snap)
+    recs: list = [None] * len(snap.order)
+    qf = {}
+    for j, i in enumerate(snap.order):
+        recs[i] = Record(names[j], {k: v[j] for k, v in arrays.items()}, bool(snap.given[j]),
+                         snap.images[j] if snap.images else None)
+        if j in snap.query_feats:
+            qf[i] = snap.query_feats[j]
+    return recs, qf
+
+
+def without(records: list, qf: dict, drop: set) -> tuple[list, dict]:
+    """Records and query_feats cache without caller indices `drop` (later indices shift down)."""
+    keep = [i for i in range(len(records)) if i not in drop]
+    new = {old: new for new, old in enumerate(keep)}
+    return [records[i] for i in keep], {new[i]: v for i, v in qf.items() if i in new}
+
+
+# ----------------------------------------------------------------------------- identity
+def bundle_identity(manifest: dict) -> str:
+    """The bundle's identity: its manifest's seal `manifest_sha256`, else the SHA-256 of its canonical JSON."""
+    from edgefss.bundle import SEAL, seal
+
+    s = manifest.get(SEAL)
+    return s if isinstance(s, str) and s else seal(manifest)
+
+
+def _bundle_info(manifest: dict, bundle_dir) -> dict:
+    return {"identity": bundle_identity(manifest), "model": manifest.get("model"),
+            "variant": manifest.get("variant"), "precision": manifest.get("precision"),
+            "backend": manifest.get("backend"), "imgsz": int(manifest["preprocess"]["imgsz"]),
+            "format_version": manifest.get("format_version"),
+            "edgefss_version": manifest.get("edgefss_version"), "path": str(bundle_dir)}
+
+
+# ----------------------------------------------------------------------------- pack file
+def _digest(header: dict, arrays: dict) -> str:
+    h = hashlib.sha256()
+    body = {k: v for k, v in header.items() if k != "content_sha256"}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\n{name}|{a.dtype.str}|{list(a.shape)}\n".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def pack_bytes(snap, manifest: dict, bundle_dir) -> bytes:
+    """The .npz bytes of a support pack for snapshot `snap` of the bundle `manifest`."""
+    arrays = {_ENTRY + k: np.ascontiguousarray(v, np.float32) for k, v in stacked(snap).items()}
+    if snap.images:
+        arrays["images"] = np.ascontiguousarray(np.stack(snap.images), np.uint8)
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "edgefss_version": __version__,
+        "numpy_version": np.__version__, "bundle": _bundle_info(manifest, bundle_dir),
+        "classes": list(snap.classes), "groups": [list(g) for g in snap.groups],
+        "order": list(snap.order), "given": [bool(g) for g in snap.given], "names": entry_names(snap),
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in sorted(arrays.items())},
+    }
+    header["content_sha256"] = _digest(header, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def save(snap, manifest: dict, bundle_dir, path) -> Path:
+    """Write `snap` as a support pack at `path` atomically (temp + rename); returns the path.
+
+    Raises:
+        StateError: no support set.
+        edgefss.fsio.OutputError: the file cannot be written (names the path and why).
+    """
+    from edgefss.fsio import write_bytes_atomic
+
+    if snap is None:
+        raise StateError("save_support: no support set; call set_support(images, class_names) first")
+    return write_bytes_atomic(path, pack_bytes(snap, manifest, bundle_dir), what="support pack")
+
+
+def read(path) -> tuple[dict, dict]:
+    """Read and verify a pack -> (header, arrays). Torch-free; no bundle needed.
+
+    Raises:
+        InputError: "support pack '<path>': <reason>" for a missing, truncated, tampered, foreign
+            or newer-format file.
+    """
+    p = Path(path)
+    what = f"support pack '{p}'"
+    if not p.is_file():
+        raise InputError(f"{what}: no such file; expected a file written by save_support / `edgefss support create`")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "header" not in z.files:
+                raise InputError(f"{what}: not an edgefss support pack (an .npz without its header)")
+            header = json.loads(bytes(z["header"]).decode())
+            arrays = {k: z[k] for k in z.files if k != "header"}
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what}: unreadable ({type(exc).__name__}: {exc}); the file is truncated, "
+                         "corrupt or not a support pack") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise InputError(f"{what}: not an edgefss support pack (format != {FORMAT!r})")
+    fv = header.get("format_version")
+    if isinstance(fv, bool) or not isinstance(fv, int) or fv > FORMAT_VERSION:
+        raise InputError(f"{what}: format_version {fv!r} written by edgefss {header.get('edgefss_version')}; "
+                         f"this edgefss {__version__} reads <= {FORMAT_VERSION}: upgrade edgefss")
+    if header.get("content_sha256") != _digest(header, arrays):
+        raise InputError(f"{what}: content does not match its content_sha256: the file was changed or "
+                         "is corrupt; create the pack again")
+    _check_structure(header, arrays, what)
+    return header, arrays
+
+
+def _check_structure(header: dict, arrays: dict, what: str) -> None:
+    """Consistent header and arrays (a hand-made pack with a valid digest gets a clear error too)."""
+    try:
+        classes, groups, order = header["classes"], header["groups"], header["order"]
+        given, names = header["given"], header["names"]
+        B = len(order)
+        flat = [j for g in groups for j in g]
+        ok = (len(classes) == len(groups) and flat == list(range(B)) and sorted(order) == list(range(B))
+              and len(given) == B and len(names) == B and all(isinstance(n, str) and n.strip() for n in names)
+              and any(k.startswith(_ENTRY) for k in arrays)
+              and all(a.shape[:1] == (B,) for a in arrays.values())
+              and all(a.dtype == np.float32 for k, a in arrays.items() if k.startswith(_ENTRY))
+              and ("images" not in arrays or arrays["images"].dtype == np.uint8))
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise InputError(f"{what}: inconsistent header/arrays (classes, groups, order, shots); "
+                         "create the pack again with `edgefss support create`")
+
+
+def check_bundle(header: dict, manifest: dict, bundle_dir, path) -> None:
+    """InputError unless the pack was made for this bundle (same manifest identity)."""
+    b = header.get("bundle") or {}
+    mine = bundle_identity(manifest)
+    if b.get("identity") != mine:
+        raise InputError(
+            f"support pack '{path}': made for another bundle ({b.get('model')} {b.get('precision')}, "
+            f"identity {str(b.get('identity'))[:12]}, was at '{b.get('path')}'), not '{bundle_dir}' "
+            f"(identity {mine[:12]}); create the pack again with this bundle")
+
+
+def load(path, manifest: dict, bundle_dir, max_batch: int, keep_images: bool):
+    """Read, verify and check a pack against the bundle -> `_Support` (no encoder run)."""
+    header, arrays = read(path)
+    check_bundle(header, manifest, bundle_dir, path)
+    if keep_images and "images" not in arrays:
+        raise InputError(f"support pack '{path}': has no support images, which this bundle's refinement needs; "
+                         "create the pack again")
+    entries = {k[len(_ENTRY):]: v for k, v in arrays.items() if k.startswith(_ENTRY)}
+    recs: list = [None] * len(header["order"])
+    for j, i in enumerate(header["order"]):
+        recs[i] = Record(header["names"][j], {k: v[j] for k, v in entries.items()}, bool(header["given"][j]),
+                         arrays["images"][j] if keep_images else None)
+    snap = build_support(recs, max_batch, keep_images, model=str(manifest.get("model")))
+    if list(snap.classes) != list(header["classes"]) or [list(g) for g in snap.groups] != header["groups"]:
+        raise InputError(f"support pack '{path}': its class order does not rebuild; create the pack again")
+    return snap
+
+
+def describe(header: dict, arrays: dict, path) -> str:
+    """Human-readable summary of a verified pack (`edgefss support show`)."""
+    b = header.get("bundle") or {}
+    size = Path(path).stat().st_size
+    lines = [f"support pack: {path} ({size / 1e6:.2f} MB), content SHA-256 verified",
+             f"  format {header['format']} v{header['format_version']}, edgefss {header.get('edgefss_version')}, "
+             f"numpy {header.get('numpy_version')}",
+             f"  bundle: {b.get('model')} {b.get('variant')} {b.get('precision')} {b.get('backend')} "
+             f"imgsz {b.get('imgsz')}, identity {b.get('identity')}",
+             f"          (was at '{b.get('path')}')",
+             f"  classes ({len(header['classes'])}, display order):"]
+    for c, g in zip(header["classes"], header["groups"]):
+        n_given = sum(bool(header["given"][j]) for j in g)
+        lines.append(f"    {c}: {len(g)} shot(s), {n_given} with a given mask, {len(g) - n_given} pseudo-mask")
+    for k, a in sorted(arrays.items()):
+        lines.append(f"  array {k}: {tuple(a.shape)} {a.dtype}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CST: indistinguishable classes
+def indistinguishable_classes(snap, cos_min: float = SAME_FEATURE_COS, iou_min: float = SAME_MASK_IOU) -> list:
+    """Pairs (class a, class b) whose support sets CST cannot tell apart.
+
+    CST ignores the class name: a class's prediction is a function of its shots' support features
+    and masks only. Two classes are indistinguishable when every shot of each has a shot of the
+    other with the same support: support-feature cosine similarity >= cos_min (flattened
+    `support_feats`) and support-mask IoU >= iou_min (an empty pair of masks counts as equal). The
+    same image (or a near-copy) under two names with the same pseudo-mask is the typical case: both
+    classes then get the same logits and the label mask gives every such pixel to the first.
+    """
+    arr = stacked(snap)
+    if "support_feats" not in arr or "support_mask" not in arr:
+        return []
+    B = arr["support_feats"].shape[0]
+    f = arr["support_feats"].reshape(B, -1).astype(np.float64)
+    norms = np.linalg.norm(f, axis=1) + 1e-30
+    m = arr["support_mask"].reshape(B, -1) > 0.5
+
+    def same(i, j):
+        inter, union = np.count_nonzero(m[i] & m[j]), np.count_nonzero(m[i] | m[j])
+        if (inter / union if union else 1.0) < iou_min:
+            return False  # masks differ: cheap test first
+        return float(f[i] @ f[j]) / (norms[i] * norms[j]) >= cos_min
+
+    def covered(a, b):
+        return all(any(same(i, j) for j in snap.groups[b]) for i in snap.groups[a])
+
+    out = []
+    for a in range(len(snap.classes)):
+        for b in range(a + 1, len(snap.classes)):
+            if covered(a, b) and covered(b, a):
+                out.append((snap.classes[a], snap.classes[b]))
+    return out
+
+
+def warn_indistinguishable(snap) -> None:
+    """One UserWarning per pair from indistinguishable_classes."""
+    for a, b in indistinguishable_classes(snap):
+        warnings.warn(
+            f"CST: classes {a!r} and {b!r} have indistinguishable support sets (same features, cosine >= "
+            f"{SAME_FEATURE_COS}, and same masks, IoU >= {SAME_MASK_IOU}); CST's pseudo-mask is class-agnostic "
+            f"and the name only labels the output, so every pixel goes to {a!r}. Give each class its own "
+            "images or masks", UserWarning, stacklevel=4)
+
+
+# ----------------------------------------------------------------------------- shot quality
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty."""
+    inter, union = np.count_nonzero(a & b), np.count_nonzero(a | b)
+    return inter / union if union else 1.0
+
+
+def shot_quality(seg, snap) -> list:
+    """Leave-one-out score per shot, in caller (set_support) order.
+
+    For a class with K >= 2 shots, shot j is predicted as a query from the class's other K-1 shots
+    (one pass, no refinement) and the IoU of that mask (fg probability > 0.5 at the network size
+    S x S) against shot j's reference is its score: the caller's mask when given, else the model's
+    support pseudo-mask (CST), else (TLG without a given mask: its support pseudo-mask is made inside
+    the head) shot j's prediction of itself from itself alone. A shot scoring far below its class's
+    others is the one that hurts (wrong image, wrong mask, object too small).
+
+    Returns:
+        list of dicts {"shot": caller index, "class", "score": float in [0, 1] or None (K = 1),
+        "reference": "given" | "pseudo-mask" | "self" | None}.
+
+    Raises:
+        StateError: no support set.
+    """
+    from edgefss.runtime import postprocess as post
+
+    if snap is None:
+        raise StateError("shot_quality: no support set; call set_support(images, class_names) first")
+    S = seg.cfg.imgsz
+    arr = stacked(snap)
+    recs, _ = records_of(snap)
+    keep = bool(snap.images)
+    out: list = [None] * len(snap.order)
+
+    def fg(query: dict, shots: list) -> np.ndarray:
+        sub = build_support([recs[i] for i in shots], seg.max_batch, keep)
+        logits, _ = seg._head(query, sub)
+        return post.fg_probability(logits, list(sub.groups), (S, S))[0] > post.FG_THRESHOLD
+
+    for c, shots in enumerate(snap.groups):
+        callers = [snap.order[j] for j in shots]
+        for j, i in zip(shots, callers):
+            row = {"shot": i, "class": snap.classes[c], "score": None, "reference": None}
+            out[i] = row
+            if len(shots) < 2:
+                continue
+            query = _query_entry(seg, arr, snap, j)
+            if "support_mask" in arr:
+                ref, row["reference"] = arr["support_mask"][j] > 0.5, ("given" if snap.given[j] else "pseudo-mask")
+            elif snap.given[j] and "support_pseudo" in arr:
+                ref, row["reference"] = arr["support_pseudo"][j].reshape(S, S) > 0.5, "given"
+            else:
+                ref, row["reference"] = fg(query, [i]), "self"
+            row["score"] = round(float(iou(fg(query, [k for k in callers if k != i]), ref)), 6)
+    return out
+
+
+def _query_entry(seg, arr: dict, snap, j: int) -> dict:
+    """Head query inputs for head-batch support j: from its stored support features when the model
+    uses the same encoder outputs for both sides (TLG), else by encoding its network-size image."""
+    enc = {k[len("support_"):]: v[j][None] for k, v in arr.items() if k.startswith("support_")}
+    try:
+        return seg.adapter.query_entry(enc)
+    except KeyError:
+        pass
+    if not snap.images:
+        raise InputError("shot_quality: this model needs the support images, which this support set does not keep")
+    return seg.adapter.query_entry(seg._encode(snap.images[j]))
