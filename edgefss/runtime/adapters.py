@@ -19,7 +19,8 @@ class Adapter:
 
     Attributes:
         model: manifest "model" value handled.
-        S: network input size; grid: S/8, the size of pseudo-masks and support masks.
+        S: network input size; grid: the size of the head's pseudo-/support-mask inputs: S/8
+            here (CST), S for TLG (its head takes them at the input resolution, runtime/tlg.py).
         supports_refine: whether predict(refine_steps > 0) is possible.
         refine_mode: how a refinement step feeds the prediction back: "query" (the previous query
             fg probability becomes a head input, `head_extras(refine=...)`; TLG) or "mutual"
