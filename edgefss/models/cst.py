@@ -101,7 +101,7 @@ class CST(nn.Module):
             - support_feats (B,12,384,1+s*s), the CLS token first;
             - pseudo_cos (B,S/8,S/8): head-mean cosine of each image token's last-block key with
               the image's own CLS query, in [-1,1] (the official `self_corr` before upsampling);
-            - pseudo_prob (B,S/8,S/8) = (pseudo_cos+1)/2 (the exported encoder's output);
+            - pseudo_prob (B,S/8,S/8) = (pseudo_cos+1)/2 in [0,1] (the exported encoder's output);
             - cls_query (B,6,64), keys (B,6,T,64): the L2-normalised last-block CLS query and
               image-token keys, from which `query_pseudo_mask` builds cross-image masks.
         """
@@ -116,12 +116,16 @@ class CST(nn.Module):
         support_feats = torch.cat([x[..., :1], grid.reshape(-1, DEPTH, EMBED_DIM, s * s)], dim=-1)
         cls_query = F.normalize(q[:, :, 0], dim=-1)  # (B,6,64)
         keys = F.normalize(k[:, :, 1:], dim=-1)  # (B,6,T,64)
-        cos = self.pseudo_cos(keys, cls_query)
+        cos = self._head_mean_cos(keys, cls_query)  # (B,T)
+        g = self.cfg.grid
         return {
             "query_feats": query_feats,
             "support_feats": support_feats,
-            "pseudo_cos": cos,
-            "pseudo_prob": (cos + 1.0) * 0.5,
+            "pseudo_cos": cos.reshape(-1, g, g),
+            # clamp (the identity on a cosine: nothing the 0.4 threshold sees changes) and reshape
+            # last: this exact tail keeps the output's name through OpenVINO's conversion, which
+            # otherwise reports the graph output under the name of the Mul that produces it
+            "pseudo_prob": ((cos + 1.0) * 0.5).clamp(0.0, 1.0).reshape(-1, g, g),
             "cls_query": cls_query,
             "keys": keys,
         }
@@ -134,9 +138,13 @@ class CST(nn.Module):
         Returns:
             (B,S/8,S/8) float32 in [-1,1].
         """
-        cos = torch.matmul(keys, cls_query.unsqueeze(-1)).squeeze(-1)  # (B,6,T)
         g = self.cfg.grid
-        return cos.mean(dim=1).reshape(-1, g, g)
+        return self._head_mean_cos(keys, cls_query).reshape(-1, g, g)
+
+    @staticmethod
+    def _head_mean_cos(keys: torch.Tensor, cls_query: torch.Tensor) -> torch.Tensor:
+        """(B,6,T,64), (B,6,64) -> (B,T) mean over heads of the cosine (inputs L2-normalised)."""
+        return torch.matmul(keys, cls_query.unsqueeze(-1)).squeeze(-1).mean(dim=1)
 
     def pseudo_mask(self, cos: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Official pseudo-mask from a head-mean cosine map (spec §3.3, `generate_pseudo_mask`).
