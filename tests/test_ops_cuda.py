@@ -98,3 +98,27 @@ def test_cuda_correlation_model_shapes_match_cpu():
     sc = rng.standard_normal((1, 12, 384, 50)).astype(np.float32)
     np.testing.assert_allclose(_native.cosine_correlation(qc, sc, heads=6, device="cuda"),
                                reference.cosine_correlation(qc, sc, heads=6), rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_sinkhorn_extreme_eps_matches_float64_reference():
+    # cost/eps up to 5e5: the CUDA kernel forms exponents in float64 as the CPU kernel does, so the
+    # plan matches the float64 reference as tightly as the CPU kernel's (tests/test_ops_native.py)
+    rng = np.random.default_rng(7)
+    C = (rng.random((2, 30, 40)) * 1e3).astype(np.float32)
+    for eps in (2e-3, 1e-2):
+        want = reference.sinkhorn_log(C.astype(np.float64), eps=eps, n_iter=25, return_duals=True)
+        got = _native.sinkhorn_log(C, eps=eps, n_iter=25, return_duals=True, device="cuda")
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-6 * float(want[0].max()))
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6 * 1e3)
+        np.testing.assert_allclose(got[0].sum(2), 1 / 30, rtol=1e-5)
+
+
+def test_cuda_empty_sizes():
+    f32 = np.float32
+    got = _native.cosine_correlation(np.zeros((2, 0, 40), f32), np.zeros((2, 0, 7), f32), clamp_min=0.5,
+                                     device="cuda")
+    np.testing.assert_array_equal(got, np.full((2, 1, 40, 7), 0.5, f32))
+    assert _native.cosine_correlation(np.zeros((2, 8, 0), f32), np.zeros((2, 8, 5), f32),
+                                      device="cuda").shape == (2, 1, 0, 5)
+    plan = _native.sinkhorn_log(np.zeros((0, 3, 4), f32), eps=0.5, n_iter=3, device="cuda")
+    assert plan.shape == (0, 3, 4)
