@@ -149,10 +149,18 @@ def test_edits_equal_a_fresh_set_support(model, bundles, imgs):
         seg.remove_class("zebra")
     with pytest.raises(InputError, match="remove_shot"):
         seg.remove_shot(3)
+    for c in ["Dog", "car"]:
+        seg.remove_class(c)
+    with pytest.raises(InputError, match="no support image left"):  # the last class stays
+        seg.remove_class("person")
+    assert seg.classes == ["person"]
+    empty = Segmenter.load(bundles[model])
+    empty.add_support([imgs[0]], ["dog"])  # without a support set: set_support
+    _same(empty.predict(imgs[1]), fresh([0], ["dog"], [None]).predict(imgs[1]))
     if model == "tlg":  # a name outside the text table is refused before anything changes
         with pytest.raises(InputError):
             seg.add_support([imgs[0]], ["zebra"])
-        assert seg.classes == ["Dog", "car", "person"]
+        assert seg.classes == ["person"]
 
 
 def test_shot_quality_flags_the_wrong_shot(bundles, imgs):

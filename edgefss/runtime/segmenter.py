@@ -286,7 +286,9 @@ class Segmenter:
 
     def add_support(self, images, class_names, masks=None) -> None:
         """Append shots (new or existing classes), encoding only the new images; equals set_support
-        of the old images + these, in that order."""
+        of the old images + these, in that order (without a support set: set_support)."""
+        if self._support is None:
+            return self.set_support(images, class_names, masks)
         recs = self._support_records(images, class_names, masks)
         self._edit_support(lambda old, qf: (old + recs, qf))
 

@@ -242,7 +242,11 @@ def read(path) -> tuple[dict, dict]:
     if isinstance(fv, bool) or not isinstance(fv, int) or fv > FORMAT_VERSION:
         raise InputError(f"{what}: format_version {fv!r} written by edgefss {header.get('edgefss_version')}; "
                          f"this edgefss {__version__} reads <= {FORMAT_VERSION}: upgrade edgefss")
-    if header.get("content_sha256") != _digest(header, arrays):
+    try:
+        ok = header.get("content_sha256") == _digest(header, arrays)
+    except (TypeError, ValueError):  # NaN or non-JSON values in an edited header
+        ok = False
+    if not ok:
         raise InputError(f"{what}: content does not match its content_sha256: the file was changed or "
                          "is corrupt; create the pack again")
     _check_structure(header, arrays, what)
