@@ -336,15 +336,18 @@ def indistinguishable_classes(snap, cos_min: float = SAME_FEATURE_COS, iou_min: 
     if "support_feats" not in arr or "support_mask" not in arr:
         return []
     B = arr["support_feats"].shape[0]
-    f = arr["support_feats"].reshape(B, -1).astype(np.float64)
-    norms = np.linalg.norm(f, axis=1) + 1e-30
+    f = arr["support_feats"].reshape(B, -1)
+    # one Gram matrix (BLAS, float32: identical vectors give cos 1 within ~1e-6, far inside cos_min)
+    gram = (f @ f.T).astype(np.float64)
+    norms = np.sqrt(np.maximum(np.diag(gram), 1e-30))
+    cos = gram / np.outer(norms, norms)
     m = arr["support_mask"].reshape(B, -1) > 0.5
 
     def same(i, j):
+        if cos[i, j] < cos_min:
+            return False
         inter, union = np.count_nonzero(m[i] & m[j]), np.count_nonzero(m[i] | m[j])
-        if (inter / union if union else 1.0) < iou_min:
-            return False  # masks differ: cheap test first
-        return float(f[i] @ f[j]) / (norms[i] * norms[j]) >= cos_min
+        return (inter / union if union else 1.0) >= iou_min
 
     def covered(a, b):
         return all(any(same(i, j) for j in snap.groups[b]) for i in snap.groups[a])
