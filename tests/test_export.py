@@ -345,6 +345,21 @@ def test_tlg_openvino_fp32_parity(tmp_path):
     assert man["graphs"]["encoder"]["file"] == "encoder.xml" and man["graphs"]["encoder"]["weights"] == "encoder.bin"
 
 
+@pytest.mark.openvino
+def test_openvino_fp16_goes_through_the_gate(tmp_path):
+    """FP16 is gated like INT8, on the bundle's own IR opened as the runtime opens it (f16 hint)."""
+    lines = []
+    out = export("tlg", backend="openvino", fp16=True, imgsz=S_TLG, out=str(tmp_path / "f16"), gate_episodes=2,
+                 verify_episodes=1, log=lines.append)
+    man = read_manifest(out)
+    g = man["gate"]
+    assert man["precision"] == "fp16" and man["engine_config"] == {"INFERENCE_PRECISION_HINT": "f16"}
+    assert g["precision"] == "fp16" and g["episodes"] == 2 and g["status"] in ("pass", "uninformative")
+    assert g["failures"] == [] and g["margin_corr_min"] and "quantization" not in man
+    assert any(ln.startswith(f"FP16 gate {g['status'].upper()}") for ln in lines)
+    assert set(man["verification"]) == {"onnxruntime_fp32"}  # FP16 is judged by the gate, not a tolerance
+
+
 # ---------------------------------------------------------------- CST
 
 def test_cst_fp32_three_graphs_parity(tmp_path):

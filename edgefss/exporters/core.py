@@ -68,10 +68,11 @@ def _episodes(o: ExportOptions, log):
         raise InputError(f"--{o.precision} needs calibration/gate images: pass --calib DIR (no default data found)")
     n_calib = o.calib_episodes if o.int8 else 0  # FP16 needs only the gate's held-out episodes
     eps = find_episodes(calib_folders, n_calib + o.gate_episodes, shots=o.shots, seed=0)
-    if len(eps) < o.gate_episodes + 2:
+    need = o.gate_episodes + (2 if o.int8 else 0)  # INT8 calibrates on at least 2 more
+    if len(eps) < need:
         raise InputError(
             f"--calib: only {len(eps)} episodes could be drawn from {[str(f) for f in calib_folders]}; "
-            f"need at least {o.gate_episodes + 2} ({o.gate_episodes} held out for the accuracy gate)"
+            f"need at least {need} ({o.gate_episodes} held out for the accuracy gate)"
         )
     calib, gate = eps[:-o.gate_episodes], eps[-o.gate_episodes:]
     if not o.int8:
