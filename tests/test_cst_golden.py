@@ -35,6 +35,7 @@ GOLD = Path(__file__).parent / "goldens" / "cst"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "goldens"))
 S = 400
 LOGIT_TOL = 1e-5
+TIE = 1e-5  # a pseudo-mask pixel may differ only where the official map is this close to the threshold
 
 
 def _meta() -> dict:
@@ -90,6 +91,14 @@ def test_preprocessing_matches_the_official_loader(shared_data):
             assert got == str(g[f"input_sha256_{name}"]), f"episode {i} {name}: preprocessing differs"
 
 
+def _off_tie_diff(mask: np.ndarray, golden: np.ndarray, cos50: np.ndarray) -> tuple[int, int]:
+    """(pixels differing from the official mask, of those not within TIE of the threshold)."""
+    up = F.interpolate(torch.from_numpy(cos50)[None, None], golden.shape, mode="bilinear", align_corners=True)
+    near = np.abs((up[0, 0].numpy() + 1) / 2 - 0.4) < TIE
+    diff = (mask > 0.5) ^ golden
+    return int(diff.sum()), int((diff & ~near).sum())
+
+
 def _check_episode(model, i: int, data: Path) -> dict:
     """Every intermediate of episode i vs the golden; returns the measured figures."""
     g = _golden(i)
@@ -112,15 +121,16 @@ def _check_episode(model, i: int, data: Path) -> dict:
     figs = {
         "cos50_support": float(np.abs(s_cos - g["support_cos50"]).max()),
         "cos50_query": float(np.abs(q_cos - g["query_cos50"]).max()),
-        "support_mask_diff_px": int((s_mask[0].numpy() > 0.5).astype(bool).__xor__(g["support_mask400"]).sum()),
-        "query_mask_diff_px": int((q_mask[0].numpy() > 0.5).astype(bool).__xor__(g["query_pseudo400"]).sum()),
+        "support_mask_diff_px": _off_tie_diff(s_mask[0].numpy(), g["support_mask400"], g["support_cos50"]),
+        "query_mask_diff_px": _off_tie_diff(q_mask[0].numpy(), g["query_pseudo400"], g["query_cos50"]),
         "seg_logits": float(np.abs(seg - g["seg_logits"]).max()),
         "cls_logits": float(np.abs(cls_l - g["cls_logits"]).max()),
     }
     print(f"\nepisode {i}: {figs}")
     assert figs["cos50_support"] <= 1e-5 and figs["cos50_query"] <= 1e-5, figs
-    assert figs["support_mask_diff_px"] == 0, figs
-    assert figs["query_mask_diff_px"] == 0, figs
+    # differing pixels (from ~3e-7 backbone rounding) must be float ties at the threshold, a handful
+    for k in ("support_mask_diff_px", "query_mask_diff_px"):
+        assert figs[k][1] == 0 and figs[k][0] <= 10, figs
     assert np.array_equal(key12 == 0, g["key_mask12"] == 0) and np.array_equal(key3 == 0, g["key_mask3"] == 0)
     np.testing.assert_allclose(key12, g["key_mask12"], atol=1e-6)
     assert figs["seg_logits"] <= LOGIT_TOL and figs["cls_logits"] <= LOGIT_TOL, figs
@@ -149,7 +159,8 @@ def _segmenter_figures(seg, data: Path, episodes) -> list:
         out.append({"episode": i, "iou": _iou(pred.mask, g["pred_seg"]),
                     "logits": float(np.abs(pred.logits - g["seg_logits"]).max()),
                     "present": bool(pred.present[0]), "official_present": bool(g["pred_cls"][0]),
-                    "support_mask_diff_px": int(((pred.support_masks[0] > 0.5) ^ g["support_mask400"]).sum())})
+                    "support_mask_diff_px": _off_tie_diff(pred.support_masks[0], g["support_mask400"],
+                                                          g["support_cos50"])})
     print("\n" + "\n".join(map(str, out)))
     return out
 
@@ -161,7 +172,7 @@ def test_runtime_segmenter_over_the_model_matches_official(ckpt, model, shared_d
     seg = torch_segmenter("cst", imgsz=S, built=model)
     for f in _segmenter_figures(seg, shared_data, [0]):
         assert f["iou"] >= 0.99 and f["present"] == f["official_present"], f
-        assert f["logits"] <= LOGIT_TOL and f["support_mask_diff_px"] == 0, f
+        assert f["logits"] <= LOGIT_TOL and f["support_mask_diff_px"][1] == 0, f
 
 
 @pytest.mark.slow
