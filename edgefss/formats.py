@@ -79,7 +79,7 @@ _TRT_NOTE = "Jetson Orin (sm_87), x86 GPUs; TensorRT 10 API; not tested here (no
 _OV_NOTE = "`pip install 'edgefss[openvino]'`"
 FORMATS = (
     Format("onnxruntime", "fp32", ("cuda", "cpu"), ".onnx", _ORT, note="default"),
-    Format("onnxruntime", "int8", ("cpu",), ".onnx", _ORT, COMMON_OPTIONS | INT8_OPTIONS,
+    Format("onnxruntime", "int8", ("cpu",), ".onnx", _ORT, COMMON_OPTIONS | INT8_OPTIONS | {"target_isa"},
            method="static QDQ (quantize_static), per-channel symmetric weights"),
     Format("openvino", "fp32", ("CPU", "GPU"), ".xml", _IR, engine_config=_OV_F32, note=_OV_NOTE),
     Format("openvino", "fp16", ("GPU", "CPU"), ".xml", _IR, COMMON_OPTIONS | GATE_OPTIONS, _OV_F16,

@@ -41,6 +41,8 @@ def _quiet(*_a, **_k):
     (dict(model="cst", clip_checkpoint="x.pt"), "only applies to --model tlg"),
     (dict(model="yolo"), "--model 'yolo'"),
     (dict(backend="coreml"), "--backend 'coreml'"),
+    (dict(int8=True, target_isa="sse2"), "--target-isa 'sse2'; expected one of"),
+    (dict(backend="openvino", int8=True, target_isa="avx2"), "--target-isa picks the ONNX Runtime INT8 format"),
     (dict(backend="tensorrt", fp16=True, int8=True, calib="/nonexistent"), "is not a directory"),  # allowed combo
     (dict(imgsz=100), "multiple of 16"),
     (dict(target="jetson-orin-trt-int8", backend="openvino"), "conflicts with --target"),

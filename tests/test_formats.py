@@ -57,7 +57,7 @@ def test_options_outside_a_format_are_refused(f):
 
     base = {"backend": f.backend, "int8": f.precision == "int8", "fp16": f.precision == "fp16"}
     probe = {"calib_episodes": 3, "gate_episodes": 3, "agreement": 0.9, "force": True, "strict": True,
-             "shots": 2, "sensitivity": False}
+             "shots": 2, "sensitivity": False, "target_isa": "avx2"}
     for name, value in probe.items():
         assert name in {x.name for x in fields(ExportOptions)}
         if name in f.options:

@@ -46,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=None, help="supports per calibration episode (default 1)")
     p.add_argument("--workspace", type=int, default=None, metavar="MIB",
                    help="TensorRT engine build memory cap in MiB (default 1024, fits an Orin Nano 8 GB)")
+    from edgefss.quant.ort_int8 import ISA_FORMAT  # torch-free, no vendor import
+
+    p.add_argument("--target-isa", choices=list(ISA_FORMAT), default=None,
+                   help="onnxruntime --int8: the CPU instruction set the QDQ format is chosen for "
+                        "(default: this machine's; U8S8 needs VNNI, S8S8 otherwise)")
     p.add_argument("--list-targets", action="store_true", help="print the recipe names and exit")
 
 
@@ -65,5 +70,5 @@ def run(args) -> int:
            fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force, strict=args.strict,
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
-           shots=args.shots, workspace=args.workspace)
+           shots=args.shots, workspace=args.workspace, target_isa=args.target_isa)
     return 0

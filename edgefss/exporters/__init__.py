@@ -15,7 +15,7 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
            out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
-           workspace=None, log=print) -> Path:
+           workspace=None, target_isa=None, log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -32,6 +32,8 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
         sensitivity: on a failed gate, run the per-layer sensitivity list (default True; it costs
             one gate run per layer group, e.g. benchmarks that force INT8 turn it off).
         workspace: TensorRT engine build memory cap in MiB (default 1024: fits an Orin Nano 8 GB).
+        target_isa: onnxruntime INT8 only: the CPU instruction set its QDQ format is chosen for
+            (edgefss.quant.ort_int8.ISA_FORMAT; None = this machine's).
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -45,5 +47,5 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
                    imgsz=imgsz, out=out, target=target, force=force, strict=strict, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
-                   sensitivity=sensitivity, workspace=workspace)
+                   sensitivity=sensitivity, workspace=workspace, target_isa=target_isa)
     return run_export(opts, log=log)

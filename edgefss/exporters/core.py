@@ -98,7 +98,8 @@ def _text_table(o: ExportOptions, episodes: list):
         return build_text_table(names, clip_checkpoint=o.clip_checkpoint)
 
 
-def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: dict | None = None) -> tuple:
+def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: dict | None = None,
+                  isa: str | None = None) -> tuple:
     from edgefss.quant.ort_int8 import quantize_onnx
 
     paths, info = {}, {}
@@ -106,22 +107,22 @@ def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: d
         paths[name] = work / f"{name}.int8.onnx"
         info[name] = quantize_onnx(fp32[name], paths[name], feeds[name], keep_last=(name != "encoder"),
                                    extra_exclude=tuple((extra or {}).get(name, ())),
-                                   cache_path=work / f"{name}.calib.json", label=f"calibrating {name}")
+                                   cache_path=work / f"{name}.calib.json", label=f"calibrating {name}", isa=isa)
     return paths, info
 
 
-def _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, log) -> list:
+def _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, log, isa=None) -> list:
     """Re-quantize keeping one node group (module prefix) float at a time; gate figures per group.
 
     Returns:
         [(group, n_nodes, mask IoU or None)] (the manifest's "sensitivity" rows).
     """
-    rows = _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold)
+    rows = _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, isa)
     log(format_sensitivity(rows))
     return [(g, n, r.agreement) for g, n, r in rows]
 
 
-def _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold) -> list:
+def _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshold, isa=None) -> list:
     onnx = require("onnx", "the sensitivity report")
     rows = []
     eps = gate_eps[: min(4, len(gate_eps))]
@@ -129,7 +130,7 @@ def _sensitivity_results(mg, fp32, feeds, work, builder, ref, gate_eps, threshol
         groups = node_groups(onnx.load(str(fp32[name]), load_external_data=False))
         big = sorted(groups.items(), key=lambda kv: -len(kv[1]))[:SENSITIVITY_GROUPS]
         for gname, nodes in big:
-            paths, _ = _quantize_ort(mg, fp32, feeds, work / "sens", {name: nodes})
+            paths, _ = _quantize_ort(mg, fp32, feeds, work / "sens", {name: nodes}, isa)
             test = open_graphs("onnxruntime", "int8", {n: paths[n] for n in ("encoder", "head")})
             r = compare_pipelines(builder, ref, test, eps, threshold, label=f"sensitivity {name}{gname}")
             rows.append((f"{name}:{gname}", len(nodes), r))
@@ -194,7 +195,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
                                               transformer=(o.model == "cst"), ignored=ign)
                 method = "openvino nncf"
             else:
-                qpaths, qinfo = _quantize_ort(mg, fp32, feeds, work)
+                qpaths, qinfo = _quantize_ort(mg, fp32, feeds, work, isa=o.target_isa)
                 graphs_src.update(qpaths)
                 method = "onnxruntime quantize_static QDQ S8S8 per-channel symmetric, MinMax"
             manifest_q = {"method": method, "calibration": {
@@ -295,7 +296,8 @@ def _gate(o, mg, fp32, feeds, work, builder, ref, engine, gate_eps, log) -> dict
     if not o.int8 or not o.sensitivity:
         log("(per-layer sensitivity: INT8 only, and skipped with sensitivity=False)")
     elif o.backend == "onnxruntime":
-        entry["sensitivity"] = _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, o.agreement, log)
+        entry["sensitivity"] = _sensitivity(mg, fp32, feeds, work, builder, ref, gate_eps, o.agreement, log,
+                                            o.target_isa)
     else:
         log(f"(per-layer sensitivity is computed on the ONNX Runtime path: re-run with "
             f"--backend onnxruntime --int8 to list the sensitive layers)")

@@ -40,6 +40,7 @@ class ExportOptions:
     verify_episodes: int = 2
     agreement: float = 0.95
     shots: int = 1
+    target_isa: str | None = None  # onnxruntime INT8: the CPU the QDQ format is chosen for (None: this one)
     workspace: int | None = None  # TensorRT engine build memory cap in MiB (None: edgefss.trt_cache default, 1024)
 
     @property
@@ -103,7 +104,8 @@ _NEEDS = {  # why an option is refused where it does not apply
     "force": "--force only overrides a failed verdict of " + _GATE_HINT,
     "strict": "--strict only refuses an uninformative verdict of " + _GATE_HINT,
     "shots": "--shots sets the supports per episode of INT8 calibration and " + _GATE_HINT,
-    "calib_episodes": "--calib-episodes is only used with --int8", "sensitivity": "sensitivity is only used with --int8",
+    "calib_episodes": "--calib-episodes is only used with --int8",
+    "target_isa": "--target-isa picks the ONNX Runtime INT8 format (--backend onnxruntime --int8 only)", "sensitivity": "sensitivity is only used with --int8",
     "workspace": "--workspace caps TensorRT's engine build memory (--backend tensorrt only)",
 }
 
@@ -133,6 +135,11 @@ def validate(o: ExportOptions) -> None:
         raise InputError(f"--calib '{o.calib}' is not a directory; expected a folder of calibration images")
     if o.clip_checkpoint is not None and o.model != "tlg":
         raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
+    if o.target_isa is not None:
+        from edgefss.quant.ort_int8 import ISA_FORMAT
+
+        if o.target_isa not in ISA_FORMAT:
+            raise InputError(f"--target-isa {o.target_isa!r}; expected one of {list(ISA_FORMAT)}")
     if not 0.0 < o.agreement <= 1.0:
         raise InputError(f"agreement threshold {o.agreement!r}; expected a number in (0, 1]")
     if o.workspace is not None and (not isinstance(o.workspace, int) or o.workspace < 64):
