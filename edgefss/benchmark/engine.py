@@ -279,6 +279,8 @@ def measure_group(rows: list[dict], cfgs: list[dict], args, env: dict, out: Path
         if row.get("status") == "ok":
             fin = w.ask({"op": "finish", "masks_out": cfg["masks_out"]}, 600)
             row["peak_rss_mb"] = fin.get("peak_rss_mb")
+            if fin.get("peak_gpu_mib") is not None:
+                row["peak_gpu_mib"] = fin["peak_gpu_mib"]
             if fin.get("status") != "ok":
                 row["status"] = fin.get("status")
             else:

@@ -49,19 +49,22 @@ def gpu_info() -> str | None:
 
 
 def device_info() -> dict | None:
-    """Jetson power mode / clocks / GPU memory from edgefss.devinfo when that module exists."""
+    """CUDA device, Jetson power mode / clocks and JetPack/CUDA/TensorRT versions from
+    edgefss.devinfo; None on a machine with neither a CUDA device nor a Jetson."""
     try:
-        from edgefss import devinfo  # optional (Jetson helpers)
+        from edgefss import devinfo
     except ImportError:
         return None
-    for name in ("collect", "device_info", "info"):
-        fn = getattr(devinfo, name, None)
-        if callable(fn):
-            try:
-                return fn()
-            except Exception as exc:  # a device query must not stop a benchmark
-                return {"error": f"{type(exc).__name__}: {exc}"}
-    return None
+    try:
+        cuda, jetson = devinfo.cuda_device_info(), devinfo.is_jetson()
+        if cuda is None and not jetson:
+            return None
+        info = {"cuda": cuda, "versions": devinfo.versions()}
+        if jetson:
+            info.update(power_mode=devinfo.jetson_power_mode(), clocks_mhz=devinfo.jetson_clocks())
+        return info
+    except Exception as exc:  # a device query must not stop a benchmark
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def load_average() -> list[float] | None:

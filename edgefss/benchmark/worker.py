@@ -122,6 +122,15 @@ class Runner:
             self.pred = Segmenter.load(cfg["bundle"], backend=cfg["backend"], threads=threads,
                                        ops=cfg.get("ops", "auto"))
         self.load_s = time.perf_counter() - t
+        # device memory of GPU engines, sampled from here to 'finish' (device-wide: cudaMemGetInfo)
+        self.gpu_mem = None
+        if cfg["backend"] == "tensorrt":
+            try:
+                from edgefss.devinfo import PeakGpuMemory
+
+                self.gpu_mem = PeakGpuMemory().__enter__()
+            except ImportError:
+                pass
         self.shots = max(cfg["shots"])
         self.sup, self.masks, self.queries, self.cls, self.source = bench_images(self.shots, cfg["queries"])
         # Warm-up: first calls allocate arenas, compile kernels, page weights in; every shape the
@@ -184,6 +193,9 @@ def serve(inp=sys.stdin, out=None) -> int:
                 if req.get("masks_out"):
                     runner.save_masks(req["masks_out"])
                 res = {"status": "ok", "peak_rss_mb": peak_rss_mb()}
+                if runner.gpu_mem is not None:
+                    runner.gpu_mem.__exit__(None, None, None)
+                    res["peak_gpu_mib"] = runner.gpu_mem.peak_mib
             else:
                 res = {"status": f"error: unknown op {req['op']!r}"}
         except Exception as exc:  # reported as the row's status by the driver
