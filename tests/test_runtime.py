@@ -483,7 +483,7 @@ def test_tlg_prior_path_and_refine_hook(tlg_bundle, images):
     seg.set_support([images[0], images[1], images[2]], ["dog", "cat", "dog"])
     p0 = seg.predict(images[3])
     assert p0.classes == ["dog", "cat"] and p0.logits.shape == (2, 2, H4, H4)
-    np.testing.assert_allclose(p0.probs, (p0.fg_prob > 0.5).reshape(2, -1).mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(p0.probs, (np.asarray(p0.fg_prob) > 0.5).reshape(2, -1).mean(axis=1), atol=1e-6)
 
     # independent run of the graphs: pseudo_given = 0 (prior), text rows of each class
     from edgefss.text.table import TextTable
@@ -536,7 +536,7 @@ def test_openvino_equals_onnxruntime(model, cst_bundle, tlg_bundle, images):
     a, b = preds["onnxruntime"], preds["openvino"]
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
-    clear = np.abs(a.fg_prob.max(axis=0) - 0.5) > 1e-3
+    clear = np.abs(np.asarray(a.fg_prob).max(axis=0) - 0.5) > 1e-3
     assert np.array_equal(a.mask[clear], b.mask[clear])
 
 

@@ -78,7 +78,7 @@ def test_native_and_reference_paths_match_the_head_graph(corr_bundle, davis):
     np.testing.assert_allclose(n.logits, g.logits, atol=1e-4, rtol=0)
     np.testing.assert_allclose(r.logits, n.logits, atol=1e-4, rtol=0)
     np.testing.assert_allclose(n.probs, g.probs, atol=1e-5)
-    clear = np.abs(g.fg_prob.max(axis=0) - 0.5) > 1e-3
+    clear = np.abs(np.asarray(g.fg_prob).max(axis=0) - 0.5) > 1e-3
     assert np.array_equal(n.mask[clear], g.mask[clear])
 
 

@@ -27,6 +27,7 @@ from edgefss.bundle import read_manifest
 from edgefss.config import PreprocessCfg
 from edgefss.errors import BundleError, InputError, StateError, require
 from edgefss.runtime import hotpath
+from edgefss.runtime import lowmem
 from edgefss.runtime import postprocess as post
 from edgefss.runtime.adapters import Adapter, mask_to_grid, stack_entries  # noqa: F401 (re-export)
 from edgefss.runtime.refine import refine_support_masks
@@ -51,7 +52,10 @@ class Prediction:
         present: (N,) bool, CST probs > 0.5, TLG probs > postprocess.PRESENCE_MIN_AREA.
         logits: (N, 2, S/4, S/4) float32 raw head logits (bg, fg), averaged over each class's shots
             (for K = 1 exactly the head's output).
-        fg_prob: (N, H, W) float32 per-class foreground probability at the original size.
+        fg_prob: lowmem.FgProb, the (N, H, W) float32 per-class foreground probability at the
+            original size, computed on demand (`np.asarray(pred.fg_prob)`, `pred.fg_prob[c]`,
+            `.full()`; `.low()` gives the head-resolution maps), so a large query costs no
+            N x H x W float map unless the caller asks for it.
         classes: the N class names, in order of first appearance in set_support.
         timings: milliseconds: encode, head, post, total; with ops_path "native"/"reference" also
             corr (the correlation part of head).
@@ -66,7 +70,7 @@ class Prediction:
     probs: np.ndarray
     present: np.ndarray
     logits: np.ndarray
-    fg_prob: np.ndarray
+    fg_prob: "lowmem.FgProb"
     classes: list
     timings: dict = field(default_factory=dict)
     ops_path: str = "graph"
@@ -443,14 +447,15 @@ class Segmenter:
                 masks = self._mutual_masks(seg, q_enc, support, extra_ms)
                 seg, cls = self._head(q, support, masks=masks, timings=extra_ms)
         t2 = time.perf_counter()
-        p_fg = post.fg_probability(seg, list(support.groups), (H, W))
+        # label mask and area presence in row bands: peak memory bounded for any query size and
+        # class count; the full-resolution maps are computed only if the caller asks (lowmem.FgProb)
+        mask, area = lowmem.label_mask_banded(seg, list(support.groups), (H, W))
         if cls is not None:
             probs = post.cls_probability(cls, list(support.groups))
             present = probs > post.FG_THRESHOLD
         else:
-            probs = post.area_presence(p_fg)
+            probs = area
             present = probs > post.PRESENCE_MIN_AREA
-        mask = post.label_mask(p_fg)
         t3 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         timings = {"encode": ms(t0, t1), "head": ms(t1, t2), "post": ms(t2, t3), "total": ms(t0, t3)}
@@ -461,7 +466,7 @@ class Segmenter:
             masks = caller_order
         return Prediction(
             mask=mask, probs=probs, present=present, logits=post.mean_logits(seg, list(support.groups)),
-            fg_prob=p_fg, classes=list(support.classes), timings=timings, ops_path=self.ops_path,
+            fg_prob=lowmem.FgProb(seg, list(support.groups), (H, W)), classes=list(support.classes), timings=timings, ops_path=self.ops_path,
             support_masks=masks,
         )
 
