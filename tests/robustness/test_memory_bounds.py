@@ -68,3 +68,34 @@ def test_threads_above_the_cpu_count_are_capped(cst_bundle):
     assert len(w) == 1 and f"using {n}" in str(w[0].message)
     with pytest.warns(UserWarning, match=f"256 asked for.*using {n}"):
         Segmenter.load(cst_bundle, threads=256)
+
+
+def test_predict_on_a_large_query_keeps_peak_memory_independent_of_class_count(cst_bundle):
+    """Segmenter.predict itself (not only the helper): 5 classes on a 4096 x 4096 query. The
+    full-resolution maps alone would be 5 x 64 MiB; the prediction must stay far below that and
+    still give the full maps on request."""
+    import tracemalloc
+
+    from edgefss.runtime import Segmenter
+
+    r = np.random.default_rng(0)
+    sup = [r.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)]
+    names = ["dog", "cat", "car", "bus", "bird"]
+    seg = Segmenter.load(cst_bundle)
+    seg.set_support(sup, names)
+    query = r.integers(0, 256, (4096, 4096, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        pred = seg.predict(query)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    maps = 5 * 4096 * 4096 * 4
+    assert pred.mask.shape == (4096, 4096)
+    assert peak < maps / 2, f"predict peaked at {peak / 2**20:.0f} MiB; the maps alone are {maps / 2**20:.0f} MiB"
+    full = np.asarray(pred.fg_prob)
+    assert full.shape == (5, 4096, 4096)
+    # the mask is the label rule applied to the maps the caller can still ask for
+    ref = (full.argmax(axis=0) + 1).astype(np.uint8)
+    ref[full.max(axis=0) < 0.5] = 0
+    np.testing.assert_array_equal(pred.mask, ref)
