@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,31 +93,7 @@ def test_goldens_are_not_degenerate():
 @pytest.fixture(scope="module")
 def bundle(weights, tmp_path_factory):
     """FP32 ONNX bundle of the golden weights, its text table holding the golden's text rows."""
-    import edgefss.exporters.core as core
-    from edgefss.exporters import export
-    from edgefss.text.table import TextTable
-
-    base = core._text_table
-    goldens = {m["class"]: gen.load_golden(GOLD, n) for n, m in META["episodes"].items()}
-
-    def with_golden_rows(o, episodes):
-        t = base(o, episodes)
-        rows = {f: getattr(t, f).copy() for f in ("support", "query_fg", "query_bg")}
-        for cls, g in goldens.items():
-            i = t.index(cls)
-            for f in rows:
-                rows[f][i] = g[f"text_{f}"]
-        return TextTable(t.classes, rows["support"], rows["query_fg"], rows["query_bg"], source="golden rows")
-
-    core._text_table = with_golden_rows
-    try:
-        out = tmp_path_factory.mktemp("tlg_golden_bundle") / "b"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return export(model="tlg", checkpoint=str(weights[1]), imgsz=S, out=str(out), verify_episodes=1,
-                          log=lambda *_: None)
-    finally:
-        core._text_table = base
+    return gen.export_golden_bundle(GOLD, weights[1], tmp_path_factory.mktemp("tlg_golden_bundle") / "b")
 
 
 @pytest.mark.slow
@@ -127,22 +102,14 @@ def test_fp32_bundle_through_the_segmenter_matches_the_released_masks(bundle, ba
     """Segmenter on the FP32 bundle, the same pixels and masks as the golden: query mask IoU >= 0.99
     with the released model's mask and the same presence decision (fg area > PRESENCE_MIN_AREA).
     weak: support image + class name only (the head makes its prior); gt: the GT masks given as
-    the support mask and the external query pseudo-mask."""
+    the support mask and the external query pseudo-mask (predict(query_pseudo=...))."""
     from edgefss.runtime import Segmenter
-    from edgefss.runtime.postprocess import PRESENCE_MIN_AREA
 
     seg = Segmenter.load(bundle, backend=backend, threads=2)
     name = "davis_dog"
     g, cls = gen.load_golden(GOLD, name), META["episodes"][name]["class"]
     for case in ("weak", "gt"):
-        if case == "weak":
-            seg.set_support([g["support_rgb"]], [cls])
-            pred = seg.predict(g["query_rgb"])
-        else:
-            with pytest.warns(UserWarning, match="support mask only enters the support branch"):
-                seg.set_support([g["support_rgb"]], [cls], masks=[g["support_gt"]])
-            pred = seg.predict(g["query_rgb"], query_pseudo=[g["query_gt"].astype(np.float32)])
-        official = g[f"{case}__query_mask"] == 1
-        iou = _iou(pred.mask == 1, official)
+        ours, present, official, official_present = gen.segmenter_case(seg, g, cls, case)
+        iou = _iou(ours, official)
         assert iou >= 0.99, (backend, case, iou)
-        assert bool(pred.present[0]) == bool(official.mean() > PRESENCE_MIN_AREA), (backend, case)
+        assert present == official_present, (backend, case)

@@ -8,9 +8,12 @@ Regenerate (only then is the official code imported; it is never copied into thi
     PYTHONPATH=. /tmp/tlg_off/bin/python scripts/goldens/make_tlg_goldens.py \
         --official <checkout of github.com/jarch-ma/TLG> --data ../shared/data --out tests/goldens/tlg
 
-Compare edgefss with the stored goldens (per-intermediate errors; no official code needed):
+Compare edgefss with the stored goldens (no official code needed): PyTorch per-intermediate
+errors, then exported bundles through the runtime's Segmenter (mask IoU, presence):
 
     .venv/bin/python scripts/goldens/make_tlg_goldens.py --report
+    .venv/bin/python scripts/goldens/make_tlg_goldens.py --bundles /tmp/tlg_golden_bundles \
+        --precision fp32,int8 --backend onnxruntime,openvino
 
 What is run, per episode (`EPISODES`, real images from ../shared/data):
 - Weights: `official_state_dicts(GOLDEN_SEED)` builds, without the official code, seeded random
@@ -463,18 +466,109 @@ def report(gold: Path, threads: int = 2) -> dict:
     return out
 
 
+def export_golden_bundle(gold: Path, checkpoint: Path, out: Path, backend: str = "onnxruntime",
+                         int8: bool = False) -> Path:
+    """`edgefss.exporters.export` of the golden weights at 400 px, the bundle's text table holding
+    the goldens' text rows for their classes (the other rows as export makes them)."""
+    import warnings
+
+    import edgefss.exporters.core as core
+    from edgefss.exporters import export
+    from edgefss.text.table import TextTable
+
+    meta = json.loads((gold / "meta.json").read_text())
+    rows = {m["class"]: load_golden(gold, n) for n, m in meta["episodes"].items()}
+    base = core._text_table
+
+    def with_golden_rows(o, episodes):
+        t = base(o, episodes)
+        r = {f: getattr(t, f).copy() for f in ("support", "query_fg", "query_bg")}
+        for cls, g in rows.items():
+            for f in r:
+                r[f][t.index(cls)] = g[f"text_{f}"]
+        return TextTable(t.classes, r["support"], r["query_fg"], r["query_bg"], source="golden rows")
+
+    core._text_table = with_golden_rows
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return export(model="tlg", checkpoint=str(checkpoint), imgsz=meta["imgsz"], out=str(out),
+                          backend=backend, int8=int8 or None, force=True if int8 else None, verify_episodes=1,
+                          log=lambda *_: None)
+    finally:
+        core._text_table = base
+
+
+def segmenter_case(seg, g: dict, cls: str, case: str):
+    """One golden case through `Segmenter`: (its query mask (S,S) bool, present, the released
+    mask (S,S) bool, the released presence by the runtime's rule). weak: support image + class
+    name only; gt: the support GT to set_support and the query GT as predict(query_pseudo=...)."""
+    import warnings
+
+    from edgefss.runtime.postprocess import PRESENCE_MIN_AREA
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TLG: a support mask")
+        if case == "weak":
+            seg.set_support([g["support_rgb"]], [cls])
+            pred = seg.predict(g["query_rgb"])
+        else:
+            seg.set_support([g["support_rgb"]], [cls], masks=[g["support_gt"]])
+            pred = seg.predict(g["query_rgb"], query_pseudo=[g["query_gt"].astype(np.float32)])
+    official = g[f"{case}__query_mask"] == 1
+    return pred.mask == 1, bool(pred.present[0]), official, bool(official.mean() > PRESENCE_MIN_AREA)
+
+
+def bundle_report(gold: Path, work: Path, precisions=("fp32",), backends=("onnxruntime",)) -> dict:
+    """Export the golden weights (`export_golden_bundle`, into `work`, reused when present) and
+    print, per bundle, episode and case, the Segmenter's query-mask IoU with the released mask and
+    both presence decisions."""
+    from edgefss.runtime import Segmenter
+
+    meta = json.loads((gold / "meta.json").read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "best_model.pt"
+    if not ckpt.is_file():
+        golden_model(gold, ckpt)
+    out = {}
+    for prec in precisions:
+        for be in backends:
+            b = work / f"{prec}_{be}"
+            if not b.is_dir():
+                export_golden_bundle(gold, ckpt, b, backend=be, int8=(prec == "int8"))
+            gate = json.loads((b / "manifest.json").read_text()).get("gate") or {}
+            seg = Segmenter.load(b, threads=2)
+            for name, m in meta["episodes"].items():
+                g = load_golden(gold, name)
+                for case in CASES:
+                    ours, present, official, official_present = segmenter_case(seg, g, m["class"], case)
+                    iou = _iou(ours, official)
+                    out[f"{prec}/{be}/{name}/{case}"] = (iou, present, official_present)
+                    print(f"{prec} {be} {name}/{case}: mask IoU {iou:.5f}, present {present} "
+                          f"(released {official_present})"
+                          + (f"; bundle gate agreement {gate.get('agreement')}" if gate else ""), flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--official", type=Path, help="checkout of github.com/jarch-ma/TLG (regenerate)")
     ap.add_argument("--report", action="store_true",
                     help="compare edgefss's torch TLG with the stored goldens instead (no official code)")
+    ap.add_argument("--bundles", type=Path, metavar="WORKDIR",
+                    help="export the golden weights into WORKDIR and compare the Segmenter's masks instead")
+    ap.add_argument("--precision", default="fp32", help="with --bundles: fp32,int8")
+    ap.add_argument("--backend", default="onnxruntime", help="with --bundles: onnxruntime,openvino")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "goldens" / "tlg")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.report:
         report(args.out, args.threads)
+        return 0
+    if args.bundles:
+        bundle_report(args.out, args.bundles, args.precision.split(","), args.backend.split(","))
         return 0
     if args.official is None:
         ap.error("--official CHECKOUT is required to regenerate (or pass --report)")
