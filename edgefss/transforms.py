@@ -54,7 +54,8 @@ def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
     Image = require("PIL.Image", "image resizing")
-    out = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").resize((size, size), Image.BILINEAR)
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    out = img.resize((size, size), Image.BILINEAR)
     return np.asarray(out)
 
 

@@ -69,7 +69,8 @@ def ckpt(tmp_path_factory):
     sd = official_state_dict(shapes, seed=m["seed"], pseudo_q=m["pseudo_q"], pseudo_k=m["pseudo_k"],
                              pseudo_spread=m["pseudo_spread"], logit_gain=m["logit_gain"])
     path = tmp_path_factory.mktemp("cst_golden") / "cst_golden.ckpt"
-    torch.save({"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.6.5"}, str(path))
+    torch.save({"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.6.5"},
+               str(path))
     return path
 
 
@@ -104,7 +105,8 @@ def _check_episode(model, i: int, data: Path) -> dict:
     g = _golden(i)
     qp, sp, cls = _paths(i, data)
     H, W = (int(v) for v in g["query_hw"])
-    x = lambda p: torch.from_numpy(normalize(resize_image(load_image(p), S), PreprocessCfg(imgsz=S)))  # noqa: E731
+    cfg = PreprocessCfg(imgsz=S)
+    x = lambda p: torch.from_numpy(normalize(resize_image(load_image(p), S), cfg))  # noqa: E731
     with torch.no_grad():
         enc = model.encode(torch.cat([x(qp), x(sp)]))
         eq = {k: v[:1] for k, v in enc.items()}
