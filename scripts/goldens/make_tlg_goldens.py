@@ -494,7 +494,8 @@ def export_golden_bundle(gold: Path, checkpoint: Path, out: Path, backend: str =
             warnings.simplefilter("ignore")
             return export(model="tlg", checkpoint=str(checkpoint), imgsz=meta["imgsz"], out=str(out),
                           backend=backend, int8=int8 or None, force=True if int8 else None, verify_episodes=1,
-                          log=lambda *_: None)
+                          # a forced INT8 bundle is measured here, not debugged: skip the per-layer list
+                          sensitivity=False if int8 else None, log=lambda *_: None)
     finally:
         core._text_table = base
 
