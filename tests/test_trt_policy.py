@@ -1,6 +1,7 @@
 """The FP16 precision policy (edgefss.trt_policy) on the exported graphs of both models, no TensorRT.
 
-The graphs are exported at 64 px in the form TensorRT receives (plain MatMul/Softmax attention).
+The graphs are exported at 64 px in the form TensorRT receives (plain MatMul/Softmax attention,
+plain GroupNorm: exporters/stable_norm.BACKEND_NORM).
 Each test states which nodes must be pinned to FP32 and that the compute-heavy ones are not.
 """
 
@@ -23,6 +24,7 @@ def graphs(tmp_path_factory):
     from edgefss.exporters.fused_attention import PLAIN
     from edgefss.exporters.graphs import load_graphs
     from edgefss.exporters.onnx_export import export_graph
+    from edgefss.exporters.stable_norm import BACKEND_NORM
 
     out = {}
     d = tmp_path_factory.mktemp("trt_graphs")
@@ -30,6 +32,7 @@ def graphs(tmp_path_factory):
         mg = load_graphs(model, None, SIZE, PLAIN)
         ex = mg.example_inputs(1)
         for g in names:
+            mg.graphs[g].norm = BACKEND_NORM["tensorrt"]  # as exporters/core.py sets it per backend
             p = d / f"{model}_{g}.onnx"
             export_graph(mg.graphs[g], ex[g], p)
             out[f"{model}_{g}"] = onnx.load(str(p))

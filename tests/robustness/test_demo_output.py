@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from _procs import sigint_default  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
 
@@ -55,6 +56,7 @@ def test_signal_keeps_every_frame_so_far_in_a_playable_video(cst_bundle, tmp_pat
     src = _frames(tmp_path / "frames", 600, size=(32, 40))
     out = tmp_path / f"out{suffix}"
     p = subprocess.Popen(_cmd(cst_bundle, src / "00000.png", src, out), stderr=subprocess.PIPE,
+                         preexec_fn=sigint_default,
                          stdout=subprocess.PIPE, text=True, env=_env())
     t0, seen = time.monotonic(), []
     for line in p.stderr:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgefss.bundle import WORK_PREFIX, export_workdir, read_manifest, sha256_file
+from _procs import sigint_default  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--model", "tlg", "--imgsz", "64", "--verify-episodes", "1"]
@@ -83,6 +84,7 @@ def test_export_refuses_a_bundle_holding_foreign_files(tlg_bundle, tmp_path):
 
 def _start(args, cwd, tmpdir):
     return subprocess.Popen([sys.executable, "-m", "edgefss", "export", *TINY, *args], cwd=cwd, env=_env(tmpdir),
+                            preexec_fn=sigint_default,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
