@@ -204,7 +204,25 @@ def collect(root: str | Path = "/") -> dict:
     if pkgs["openvino"]["installed"]:
         pkgs["openvino"].update(_openvino_info())
     info["backends"] = usable_backends(info)
+    if root == Path("/"):  # device facts come from the live system only
+        info["device"], info["trt_engines"] = _device_info()
     return info
+
+
+def _device_info() -> tuple[dict, list]:
+    """(JetPack/L4T, CUDA, TensorRT versions [+ Jetson power mode and clocks], cached TensorRT
+    engines with whether each fits this device: the TensorRT version and compute capability it was
+    built for must both match, or the runtime rebuilds it from the bundle's ONNX)."""
+    from edgefss import devinfo, trt_cache
+
+    dev = dict(devinfo.versions())
+    cuda = devinfo.cuda_device_info()
+    cc = None if not cuda else cuda.get("compute_capability")
+    dev["compute_capability"] = cc
+    if devinfo.is_jetson():
+        dev["power_mode"] = devinfo.jetson_power_mode()
+        dev.update(devinfo.jetson_clocks())
+    return dev, trt_cache.cached_engines(None, dev.get("tensorrt"), cc)
 
 
 def usable_backends(info: dict) -> dict:
@@ -260,6 +278,15 @@ def format_report(info: dict) -> str:
                                       for g in info["gpu"]) or "none found (nvidia-smi, /proc/driver/nvidia)"))
     if info["jetson"]:
         lines.append(f"jetson: {info['jetson']}")
+    if "device" in info:
+        d = info["device"]
+        lines.append("device: " + ", ".join(f"{k} {v}" for k, v in d.items() if v is not None)
+                     if any(v is not None for v in d.values()) else "device: no JetPack, CUDA runtime or TensorRT found")
+        eng = info["trt_engines"]
+        fit = {True: "fits", False: "built for another TensorRT/GPU: rebuilt on load", None: "fit unknown"}
+        lines.append(f"cached TensorRT engines: {len(eng)}" + "".join(
+            f"\n  {Path(e['plan']).name}: {e.get('precision', '?')}, TensorRT {e.get('trt_version', '?')}, "
+            f"sm {e.get('compute_capability', '?')} ({fit[e['fits']]})" for e in eng))
     lines += ["", "backends:"] + [f"  {k:<12} {v}" for k, v in info["backends"].items()]
     if missing:
         lines += ["", "missing pieces and what they would enable:"]

@@ -134,3 +134,28 @@ def test_native_import_error_reaches_doctor_and_the_native_error(monkeypatch, ca
     assert _BrokenExtension.MESSAGE in json.loads(capsys.readouterr().out)["native"]["import_error"]
     with pytest.raises(BackendUnavailableError, match="cannot open shared object file.*--force-reinstall"):
         _native.native_module(required=True)
+
+
+def test_doctor_reports_device_versions_and_which_cached_engines_fit(tmp_path, monkeypatch):
+    """Issue 16: the report names JetPack/CUDA/TensorRT and says, per cached engine, whether it fits
+    this device (same TensorRT version and compute capability) or will be rebuilt on load."""
+    from edgefss import devinfo, doctor
+    from edgefss.trt_cache import EngineCache, EngineKey
+
+    cache = EngineCache(tmp_path / "trt")
+    here = EngineKey("a" * 64, "10.3.0", "8.7", "fp16", "image:1x3x400x400")
+    other = EngineKey("b" * 64, "8.6.2", "8.7", "int8", "image:1x3x400x400")
+    p_here, p_other = cache.store(here, b"plan-1"), cache.store(other, b"plan-2")
+    monkeypatch.setenv("EDGEFSS_TRT_CACHE", str(cache.root))
+    monkeypatch.setattr(devinfo, "versions", lambda: {"l4t": "36.4.0", "jetpack": "6.1", "cuda": "12.6",
+                                                       "tensorrt": "10.3.0"})
+    monkeypatch.setattr(devinfo, "cuda_device_info", lambda device=0: {"compute_capability": "8.7"})
+    monkeypatch.setattr(devinfo, "is_jetson", lambda: False)
+    info = doctor.collect("/")
+    assert info["device"]["jetpack"] == "6.1" and info["device"]["tensorrt"] == "10.3.0"
+    fits = {e["plan"]: e["fits"] for e in info["trt_engines"]}
+    assert fits == {str(p_here): True, str(p_other): False}
+    text = doctor.format_report(info)
+    assert "jetpack 6.1" in text and "cuda 12.6" in text and "cached TensorRT engines: 2" in text
+    assert f"{p_here.name}: fp16, TensorRT 10.3.0, sm 8.7 (fits)" in text
+    assert f"{p_other.name}: int8, TensorRT 8.6.2, sm 8.7 (built for another TensorRT/GPU" in text
