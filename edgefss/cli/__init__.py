@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from edgefss._version import __version__
 from edgefss.errors import EdgeFSSError
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
+    # warnings (random weights, an unjudged gate, capped threads) as one line each, not Python's
+    # two-line "file:line: UserWarning" form with a source excerpt
+    fmt = warnings.formatwarning
+    warnings.formatwarning = lambda msg, *a, **k: f"edgefss {args.verb}: warning: {msg}\n"
     try:
         return int(args._run(args) or 0)
     except EdgeFSSError as exc:
@@ -54,6 +59,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"edgefss {args.verb}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = fmt
 
 
 if __name__ == "__main__":

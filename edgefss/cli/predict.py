@@ -96,6 +96,7 @@ def viewable_mask(mask, n_classes: int, raw: bool = False):
 def run(args) -> int:
     from edgefss.fsio import write_png_atomic
     from edgefss.runtime import Segmenter
+    from edgefss.runtime.segmenter import random_weights_note
     from edgefss.runtime.visualize import overlay
     from edgefss.transforms import load_image
 
@@ -126,15 +127,16 @@ def run(args) -> int:
         seg.set_support([i for i, _ in pairs], [c for _, c in pairs], masks=[masks.get(i) for i, _ in pairs])
     for line in notes:
         print(line)
+    note = random_weights_note(seg.manifest)
     for q, (mask_path, ov_path) in zip(args.query, plan):
         pred = seg.predict(q, refine_steps=args.refine_steps)
         img, pal = viewable_mask(pred.mask, len(pred.classes), getattr(args, "raw_mask", False))
         write_png_atomic(mask_path, img, rgb=False, palette=pal, what="--out")
-        write_png_atomic(ov_path, overlay(load_image(q, "query"), pred.mask, pred.classes, probs=pred.probs),
-                         what="--out (overlay)")
+        write_png_atomic(ov_path, overlay(load_image(q, "query"), pred.mask, pred.classes, probs=pred.probs,
+                                          note=note), what="--out (overlay)")
         found = [f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok]
         found = found or ["none"]
-        print(f"{q}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms")
+        print(f"{q}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms" + (f"  [{note}]" if note else ""))
         print(f"  mask    -> {mask_path}")
         print(f"  overlay -> {ov_path}")
     return 0

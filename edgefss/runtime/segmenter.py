@@ -513,8 +513,19 @@ class Segmenter:
         return out
 
 
+def random_weights_note(manifest: dict) -> str | None:
+    """'RANDOM WEIGHTS' line for results of a bundle exported without a checkpoint, else None."""
+    if (manifest.get("weights") or {}).get("random_init"):
+        return "RANDOM WEIGHTS (no checkpoint): masks are not meaningful"
+    return None
+
+
 def _warn_gate(manifest: dict, bundle_dir) -> None:
-    """One warning when the bundle's accuracy gate did not pass (uninformative, or forced past a fail)."""
+    """One warning when the bundle's weights are random or its accuracy gate did not pass
+    (uninformative, or forced past a fail)."""
+    if random_weights_note(manifest):
+        warnings.warn(f"bundle '{bundle_dir}' was exported without a checkpoint: its weights are RANDOMLY "
+                      "initialised, so its masks are not meaningful (README 'Weights')", UserWarning, stacklevel=3)
     gate = manifest.get("gate") or {}
     if gate.get("status") == "uninformative":
         warnings.warn(f"bundle '{bundle_dir}': its {str(gate.get('precision', '')).upper()} accuracy gate was "

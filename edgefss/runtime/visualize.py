@@ -29,7 +29,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, classes, alpha: float = 0.5, legend: bool = True,
-            probs=None) -> np.ndarray:
+            probs=None, note: str | None = None) -> np.ndarray:
     """Blend coloured class regions over an image and draw a legend.
 
     Args:
@@ -39,6 +39,8 @@ def overlay(image: np.ndarray, mask: np.ndarray, classes, alpha: float = 0.5, le
         alpha: colour weight inside labelled regions.
         legend: draw a box listing each class with its colour (and its presence prob if given).
         probs: optional (N,) floats shown next to the names.
+        note: optional line under the legend (e.g. that the bundle's weights are random), so a
+            saved picture carries it too.
 
     Returns:
         (H, W, 3) uint8 RGB.
@@ -63,17 +65,20 @@ def overlay(image: np.ndarray, mask: np.ndarray, classes, alpha: float = 0.5, le
             width = max(1, min(out.shape[:2]) // 300)
             cv2.drawContours(out, contours, -1, tuple(int(v) for v in pal[c]), width)
     if legend and len(classes):
-        _legend(cv2, out, classes, pal, probs)
+        _legend(cv2, out, classes, pal, probs, note)
     return out
 
 
-def _legend(cv2, img: np.ndarray, classes, pal: np.ndarray, probs) -> None:
+def _legend(cv2, img: np.ndarray, classes, pal: np.ndarray, probs, note: str | None = None) -> None:
     scale = max(0.4, min(img.shape[:2]) / 800)
     thick = max(1, int(round(scale * 1.5)))
     (_, th), _ = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     row, pad, sw = th + 8, 6, th + 2
     font = cv2.FONT_HERSHEY_SIMPLEX
     labels = list(classes) if probs is None else [f"{c} {float(p):.2f}" for c, p in zip(classes, probs)]
+    n_cls = len(labels)
+    if note:
+        labels.append(note)
     width = max(cv2.getTextSize(t, font, scale, thick)[0][0] for t in labels) + sw + 3 * pad
     height = row * len(labels) + pad
     w, h = min(width, img.shape[1]), min(height, img.shape[0])
@@ -81,8 +86,9 @@ def _legend(cv2, img: np.ndarray, classes, pal: np.ndarray, probs) -> None:
     img[:h, :w] = (box * 0.4).astype(np.uint8)  # darken behind the text for contrast
     for i, t in enumerate(labels):
         y = pad + i * row
-        col = tuple(int(v) for v in pal[i + 1])
-        cv2.rectangle(img, (pad, y), (pad + sw, y + sw), col, -1)
+        if i < n_cls:  # the note row has no colour swatch
+            col = tuple(int(v) for v in pal[i + 1])
+            cv2.rectangle(img, (pad, y), (pad + sw, y + sw), col, -1)
         cv2.putText(img, t, (2 * pad + sw, y + th + 1), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
 
 

@@ -143,7 +143,7 @@ def test_disk_full_one_line_nothing_half_written(cst_bundle, photos, tmp_path):
         r = _run_cli("predict", "--bundle", str(cst_bundle), "--support", f"{photos / 'a.png'}:dog",
                      "--query", str(photos / "q.png"), "--out", str(out))
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-        lines = r.stderr.strip().splitlines()
+        lines = [ln for ln in r.stderr.strip().splitlines() if ": warning: " not in ln]
         assert len(lines) == 1 and str(out) in lines[0] and "no space left" in lines[0], lines
         assert sorted(p.name for p in d.iterdir()) == ["filler"]  # no mask, no temp file
 
@@ -158,7 +158,7 @@ def test_read_only_fs_one_line(cst_bundle, photos, tmp_path):
         r = _run_cli("predict", "--bundle", str(cst_bundle), "--support", f"{photos / 'a.png'}:dog",
                      "--query", str(photos / "q.png"), "--out", str(out))
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-        lines = r.stderr.strip().splitlines()
+        lines = [ln for ln in r.stderr.strip().splitlines() if ": warning: " not in ln]
         assert len(lines) == 1 and str(out) in lines[0] and "read-only" in lines[0], lines
         assert out.read_bytes() == b"previous result"
 
@@ -171,3 +171,31 @@ def test_write_bytes_atomic_keeps_the_old_content_when_the_disk_fills(tmp_path):
             write_bytes_atomic(target, b"x" * (1 << 20))
         assert target.read_bytes() == b"old"
         assert sorted(p.name for p in d.iterdir()) == ["r.bin"]
+
+
+def test_random_weight_results_say_so_in_the_log_the_overlay_and_a_warning(cst_bundle, photos, tmp_path, capsys):
+    """A result of a bundle exported without a checkpoint is labelled wherever it is shown."""
+    import warnings
+
+    from edgefss.bundle import read_manifest
+    from edgefss.runtime import Segmenter
+    from edgefss.runtime.segmenter import random_weights_note
+    from edgefss.runtime.visualize import overlay
+
+    man = read_manifest(cst_bundle)
+    assert man["weights"]["random_init"] is True and random_weights_note(man)
+    assert random_weights_note({**man, "weights": {"checkpoint": "x.pth", "random_init": False}}) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Segmenter.load(cst_bundle)
+    assert sum("RANDOMLY initialised" in str(w.message) for w in caught) == 1
+    out = tmp_path / "m.png"
+    assert _predict(cst_bundle, [f"{photos / 'a.png'}:dog"], [photos / "q.png"], out) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out
+    # the overlay carries the note: it differs from the same overlay drawn without it
+    img = np.asarray(Image.open(photos / "q.png").convert("RGB"))
+    mask = np.zeros(img.shape[:2], np.uint8)
+    with_note = overlay(img, mask, ["dog"], probs=[0.5], note=random_weights_note(man))
+    assert not np.array_equal(with_note, overlay(img, mask, ["dog"], probs=[0.5]))
+    saved = np.asarray(Image.open(tmp_path / "m_overlay.png").convert("RGB"))
+    assert saved.shape == img.shape

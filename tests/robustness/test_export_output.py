@@ -37,7 +37,7 @@ def _snapshot(d: Path) -> dict:
 
 def _refused(r, path_text: str):
     assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and not ln.startswith(" ")]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and ": warning: " not in ln and not ln.startswith(" ")]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert path_text in lines[0] and "nothing was written" in lines[0], lines[0]
 
