@@ -45,7 +45,7 @@ class OpenVinoBackend:
         self.compiled = {
             g: core.compile_model(core.read_model(str(p)), self.device, cfg) for g, p in files.items()
         }
-        self.outputs = {g: [o.get_any_name() for o in c.outputs] for g, c in self.compiled.items()}
+        self.outputs = {g: [_port_name(o) for o in c.outputs] for g, c in self.compiled.items()}
         self._local = threading.local()
 
     def _request(self, graph: str):
@@ -62,3 +62,15 @@ class OpenVinoBackend:
         res = req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         # results alias the request's buffers, which the next infer overwrites: copy them out
         return {name: np.array(res[i], copy=True) for i, name in enumerate(self.outputs[graph])}
+
+
+def _port_name(port) -> str:
+    """The graph-level name of an output port, deterministically.
+
+    A port can carry several tensor names (the ONNX output name and the internal name of the node
+    that produced it, e.g. '/Mul_1_output_0'); `get_any_name()` may return either. The bundle's
+    names are the exported graph outputs, which are never '/…' paths or 'onnx::' temporaries.
+    """
+    names = sorted(port.get_names())
+    plain = [n for n in names if not n.startswith("/") and not n.startswith("onnx::")]
+    return (plain or names or [port.get_any_name()])[0]
