@@ -58,6 +58,7 @@ class CMakeBuild(build_ext):
 
 
 TORCH = ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.2"]
+TEACHER = ["diffusers>=0.30"]  # DiffewS teacher (UNet2DConditionModel, AutoencoderKL); keeps the pinned torch
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus_client>=0.20"]
 extras = {
     "torch": TORCH,
@@ -65,7 +66,8 @@ extras = {
     "tensorrt": ["tensorrt>=10.0", "cuda-python>=12.0"],
     "plots": ["matplotlib>=3.7"],
     "serve": SERVE,
-    "dev": TORCH + SERVE + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6", "pot>=0.9.4",
+    "teacher": TEACHER,
+    "dev": TORCH + SERVE + TEACHER + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6", "pot>=0.9.4",
                             "matplotlib>=3.7", "psutil>=5.9", "selenium>=4.10"],
 }
 
