@@ -67,8 +67,8 @@ extras = {
     "plots": ["matplotlib>=3.7"],
     "serve": SERVE,
     "teacher": TEACHER,
-    "dev": TORCH + SERVE + TEACHER + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6", "pot>=0.9.4",
-                            "matplotlib>=3.7", "psutil>=5.9", "selenium>=4.10"],
+    "dev": TORCH + SERVE + TEACHER + ["openvino>=2024.0", "nncf>=2.12", "pytest>=8", "hypothesis>=6",
+                                      "pot>=0.9.4", "matplotlib>=3.7", "psutil>=5.9", "selenium>=4.10"],
 }
 
 setup(
