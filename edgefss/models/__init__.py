@@ -27,7 +27,7 @@ def register_model(name: str):
 
 def _load_all():
     require("torch", "building PyTorch models")
-    from edgefss.models import cst, tlg  # noqa: F401  (registers builders)
+    from edgefss.models import cst, imr_hsnet, tlg  # noqa: F401  (registers builders)
 
 
 def list_models() -> list[str]:
@@ -39,7 +39,7 @@ def build_model(name: str, checkpoint=None, **cfg):
     """Build a registered model.
 
     Args:
-        name: 'cst', 'tlg' (ResNet-50) or 'tlg_vgg16'.
+        name: 'cst', 'tlg' (ResNet-50), 'tlg_vgg16' or 'imr_hsnet' (backbone=, stages=).
         checkpoint: optional path to a checkpoint (official or edgefss format).
         **cfg: model config overrides (e.g. imgsz=400).
     """
