@@ -137,6 +137,7 @@ class Segmenter:
         self.max_batch = int((manifest["graphs"]["head"]).get("max_batch", HEAD_MAX_BATCH))
         self._support: _Support | None = None
         self._lock = threading.Lock()  # serialises writers of _support; readers take a snapshot
+        self.threads = None  # engine intra-op threads as loaded (None: the engine's default)
 
     @classmethod
     def load(cls, bundle_dir, backend: str | None = None, threads: int | None = None, device=None,
@@ -166,7 +167,9 @@ class Segmenter:
         graphs = hotpath.requested_graphs(ops, adapter)
         be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device, graphs=graphs)
         path = hotpath.resolve_ops(ops, adapter, manifest, be, bundle_dir)
-        return cls(be, adapter, manifest, bundle_dir, ops_path=path)
+        seg = cls(be, adapter, manifest, bundle_dir, ops_path=path)
+        seg.threads = threads  # predict_stream's thread budget (runtime/stream.py)
+        return seg
 
     @property
     def ops_path(self) -> str:
@@ -415,6 +418,28 @@ class Segmenter:
             StateError: no support set (call set_support first).
             InputError: unreadable query, or refine_steps not an int >= 0.
         """
+        return self._predict_finish(self._predict_start(query, refine_steps, query_pseudo))
+
+    def predict_stream(self, frames, refine_steps: int = 0):
+        """Segment a sequence of frames (video, camera): the query encoder of frame t+1 runs in
+        one worker thread while the head of frame t runs (runtime/stream.py).
+
+        Args:
+            frames: iterable of file paths or (H, W, 3) uint8 RGB arrays (iterated in the worker).
+            refine_steps: as in `predict`.
+
+        Returns:
+            iterator of Prediction, one per frame, in order, each equal to `predict(frame)`. An
+            error for a frame is raised at its place; breaking out of the loop stops the worker.
+            Frames overlap only within the thread budget (load with
+            threads=edgefss.runtime.stream.stream_threads()); otherwise they run one by one.
+        """
+        from edgefss.runtime.stream import predict_stream
+
+        return predict_stream(self, frames, refine_steps)
+
+    def _predict_start(self, query, refine_steps: int, query_pseudo) -> dict:
+        """predict's first stage: checks, image read, query encoder. Returns its state for _predict_finish."""
         support = self._support  # one snapshot for the whole call
         if support is None:
             raise StateError("predict: no support set; call set_support(images, class_names) first")
@@ -437,6 +462,14 @@ class Segmenter:
         q_enc = self._encode(rgb)
         q = self.adapter.query_entry(q_enc)
         t1 = time.perf_counter()
+        return dict(support=support, refine_steps=refine_steps, H=H, W=W, first=first, q_enc=q_enc, q=q,
+                    t0=t0, t1=t1)
+
+    def _predict_finish(self, st: dict) -> Prediction:
+        """predict's second stage: head (+ refinement steps) and postprocessing."""
+        support, refine_steps, H, W, first, q_enc, q, t0, t1 = (
+            st[k] for k in ("support", "refine_steps", "H", "W", "first", "q_enc", "q", "t0", "t1"))
+        th = time.perf_counter()  # a stream's frame may wait between the stages: head time starts here
         extra_ms: dict = {}
         seg, cls = self._head(q, support, refine=first, timings=extra_ms)
         masks = support.support_masks()
@@ -458,7 +491,7 @@ class Segmenter:
             present = probs > post.PRESENCE_MIN_AREA
         t3 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
-        timings = {"encode": ms(t0, t1), "head": ms(t1, t2), "post": ms(t2, t3), "total": ms(t0, t3)}
+        timings = {"encode": ms(t0, t1), "head": ms(th, t2), "post": ms(t2, t3), "total": ms(t0, t3)}
         timings.update({k: round(v, 3) for k, v in extra_ms.items()})
         if masks is not None:
             caller_order = np.empty_like(masks)

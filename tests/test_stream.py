@@ -1,0 +1,189 @@
+"""Segmenter.predict_stream and the two-stage pipeline under it (edgefss/runtime/stream.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from edgefss.errors import InputError
+from edgefss.runtime import Segmenter
+from edgefss.runtime import stream as S
+from test_runtime import build_tiny_bundle
+
+WORKER = "edgefss-stream-encoder"
+
+
+def _workers() -> list:
+    return [t for t in threading.enumerate() if t.name == WORKER]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    return {m: build_tiny_bundle(root / m, m) for m in ("cst", "tlg")}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    r = np.random.default_rng(3)
+    out = []
+    for i in range(7):
+        img = (r.random((40 + 3 * i, 52 - 2 * i, 3)) * 120).astype(np.uint8)
+        img[5 + i: 25 + i, 10:30] += 120
+        out.append(img)
+    return out
+
+
+@pytest.fixture
+def overlap_allowed(monkeypatch):
+    """Two usable CPUs, so a Segmenter loaded with threads=1 overlaps its stages (as on a 2-core box)."""
+    monkeypatch.setattr(S, "usable_cpus", lambda: 2)
+
+
+@pytest.mark.parametrize("model", ["cst", "tlg"])
+def test_stream_bit_identical_to_sequential_predict(model, bundles, frames, overlap_allowed):
+    seg = Segmenter.load(bundles[model], threads=1)
+    seg.set_support(frames[:2], ["dog", "cat"], [np.ones(frames[0].shape[:2], np.uint8), None])
+    ref = [seg.predict(f) for f in frames]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the thread budget: no "one after the other" warning
+        got = list(seg.predict_stream(iter(frames)))
+    assert len(got) == len(ref)
+    for a, b in zip(ref, got):
+        assert a.classes == b.classes
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.probs, b.probs)
+        np.testing.assert_array_equal(a.logits, b.logits)
+        np.testing.assert_array_equal(a.fg_prob[0], b.fg_prob[0])
+    assert not _workers()
+
+
+def test_pipeline_overlaps_first_stage_of_next_item():
+    """second(t) waits until first(t+1) has started: only an overlapped pipeline can finish."""
+    started = [threading.Event() for _ in range(4)]
+
+    def first(i):
+        started[i].set()
+        return i
+
+    def second(i):
+        if i + 1 < len(started):
+            assert started[i + 1].wait(5), f"first({i + 1}) did not start while second({i}) ran"
+        return i * 10
+
+    assert list(S.pipelined(range(4), first, second)) == [0, 10, 20, 30]
+
+
+def test_pipeline_keeps_order_and_bounds_lookahead():
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 0.01, 20)
+    pulled, ahead = [], []
+
+    def items():
+        for i in range(20):
+            pulled.append(i)
+            yield i
+
+    def first(i):
+        time.sleep(delays[i])
+        return i
+
+    def second(i):
+        ahead.append(len(pulled) - 1 - i)  # how far the reader ran past the item being finished
+        time.sleep(delays[19 - i])
+        return i
+
+    assert list(S.pipelined(items(), first, second, depth=1)) == list(range(20))
+    assert max(ahead) <= 2  # one result queued + one being encoded
+
+
+def test_early_break_stops_worker_and_reading():
+    pulled = []
+
+    def endless():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield i
+            i += 1
+
+    t = time.perf_counter()
+    it = S.pipelined(endless(), lambda x: x, lambda x: x)
+    for y in it:
+        if y == 2:
+            break
+    it.close()
+    assert time.perf_counter() - t < 5
+    assert not _workers()
+    n = len(pulled)
+    time.sleep(0.2)
+    assert len(pulled) == n <= 6  # nothing read after the consumer left
+
+
+def test_early_break_on_segmenter_stream(bundles, frames, overlap_allowed):
+    seg = Segmenter.load(bundles["cst"], threads=1)
+    seg.set_support(frames[:1], ["dog"])
+    gen = seg.predict_stream(iter(frames * 10))
+    for i, _ in enumerate(gen):
+        if i == 1:
+            break
+    gen.close()
+    assert not _workers()
+
+
+def test_frame_error_surfaces_in_place(bundles, frames, overlap_allowed, tmp_path):
+    seg = Segmenter.load(bundles["tlg"], threads=1)
+    seg.set_support(frames[:1], ["dog"])
+    bad = tmp_path / "missing.png"
+    got = []
+    with pytest.raises(InputError, match="missing.png"):
+        for p in seg.predict_stream([frames[0], frames[1], bad, frames[2]]):
+            got.append(p)
+    assert len(got) == 2  # the frames before the bad one were delivered first
+    assert not _workers()
+
+
+def test_second_stage_and_iterator_errors_propagate():
+    def second(x):
+        if x == 3:
+            raise RuntimeError("head failed on 3")
+        return x
+
+    with pytest.raises(RuntimeError, match="head failed on 3"):
+        list(S.pipelined(range(10), lambda x: x, second))
+    assert not _workers()
+
+    def broken():
+        yield 1
+        raise OSError("camera unplugged")
+
+    out = []
+    with pytest.raises(OSError, match="camera unplugged"):
+        for y in S.pipelined(broken(), lambda x: x, lambda x: x):
+            out.append(y)
+    assert out == [1]
+
+
+def test_thread_budget_decides_overlap(bundles, frames, monkeypatch):
+    monkeypatch.setattr(S, "usable_cpus", lambda: 2)
+    assert S.can_overlap(1)[0] and S.stream_threads() == 1
+    assert not S.can_overlap(2)[0] and not S.can_overlap(None)[0]
+    assert S.can_overlap(8, device="cuda")[0]  # a GPU engine: the CPU pools are not the stages
+    monkeypatch.setattr(S, "usable_cpus", lambda: 1)
+    assert not S.can_overlap(1)[0]
+    monkeypatch.setattr(S, "usable_cpus", lambda: 2)
+    seg = Segmenter.load(bundles["cst"])  # the engine's default threads: both stages would take every core
+    seg.set_support(frames[:1], ["dog"])
+    ref = [seg.predict(f) for f in frames[:3]]
+    with pytest.warns(UserWarning, match="one after the other.*threads=1"):
+        gen = seg.predict_stream(frames[:3])
+    got = []
+    for p in gen:
+        assert not _workers()  # sequential: no encoder thread
+        got.append(p)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a.mask, b.mask)
