@@ -16,7 +16,8 @@ of the resident-set high-water mark over the resident set after the inputs exist
 is peak minus the output's bytes (RSS accounting noise is about +-3 MB), "peak/t" and
 "extra/t" are the ratios to torch's.
 --quick uses small shapes (CI smoke run, ~1 min on 2 cores). With a CUDA build and a device,
-"cuda" rows time the CUDA kernels from host arrays (copies included; no peak-memory figure).
+"cuda" rows time the CUDA kernels from host arrays (copies included; no peak-memory figure);
+where torch sees a GPU, "torch_cuda" rows run the same torch ops there under the same contract.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def sinkhorn_impls():
         from edgefss.ops import torch_ops
 
         impls["torch"] = lambda C: torch_ops.sinkhorn_log(torch.from_numpy(C), eps=0.5, n_iter=11).numpy()
+        if torch.cuda.is_available():
+            # same host-in/host-out contract as the "cuda" rows, so both include the copies
+            impls["torch_cuda"] = lambda C: torch_ops.sinkhorn_log(torch.from_numpy(C).cuda(), eps=0.5,
+                                                                   n_iter=11).cpu().numpy()
     except ImportError:
         pass
     impls["numpy"] = lambda C: reference.sinkhorn_log(C, eps=0.5, n_iter=11)
@@ -152,6 +157,15 @@ def correlation_impls(with_gemm: bool = False):
                 return torch_ops.cosine_correlation(to_t(q), to_t(s), h, c)
 
         impls["torch"] = run_torch
+        if torch.cuda.is_available():
+            def run_torch_cuda(q, s, h, c):
+                to_d = (lambda x: [torch.from_numpy(v).cuda() for v in x] if isinstance(x, list)
+                        else torch.from_numpy(x).cuda())
+                with torch.no_grad():
+                    out = torch_ops.cosine_correlation(to_d(q), to_d(s), h, c)
+                return [o.cpu() for o in out] if isinstance(out, (list, tuple)) else out.cpu()
+
+            impls["torch_cuda"] = run_torch_cuda
         if with_gemm:
             impls["gemm"] = _gemm_floor(torch)
     except ImportError:
@@ -328,7 +342,8 @@ def main(argv=None):
             fns = {name: (lambda fn=fn: fn(q, s, h, c)) for name, fn in c_impls.items()}
             stats = H.time_interleaved(fns, warmup=1, repeat=repeats, budget_s=budget)
             for name, st in stats.items():
-                skip_mem = args.no_memory or name in ("gemm", "cuda")  # host RSS says nothing of the GPU
+                # host RSS says nothing of the GPU
+                skip_mem = args.no_memory or name in ("gemm", "cuda", "torch_cuda")
                 mem = None if skip_mem else measure_memory(kind, imgsz, name, args.threads)
                 case_rows.append(dict(op=op, case=label, shape=describe(q), impl=name, median_ms=st["median"],
                                       gflops=correlation_gflop(q, s) / (st["median"] / 1e3),
