@@ -85,6 +85,35 @@ def _align_corners_taps(n_in: int, n_out: int):
     return i0, i1, (np.float32(1) - w1), w1
 
 
+def _half_pixel_taps(n_in: int, n_out: int):
+    """Source indices and weights of a 1-D align_corners=False linear resize (no antialias), as
+    PyTorch computes them in float32: x = max((i + 0.5) * n_in / n_out - 0.5, 0)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    x = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    i0 = np.minimum(np.floor(x).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.clip(x - i0.astype(np.float32), 0, 1).astype(np.float32)
+    return i0, i1, (np.float32(1) - w1), w1
+
+
+def pseudo_mask_to_network(mask: np.ndarray, size: int) -> np.ndarray:
+    """(h, w) {0,1} pseudo-mask at any resolution -> (size, size) float32 {0,1}: bilinear resize
+    (align_corners=False, no antialias) then >= 0.5, the way the released TLG loaders bring the
+    CAM pseudo-masks to the network size (jarch-ma/TLG data/pascal.py: `F.interpolate(..., (400, 400),
+    mode='bilinear')` then `filter_pse_mask`). A soft map (values in [0, 1]) is thresholded the same way.
+    """
+    m = np.asarray(mask, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"pseudo-mask: expected an (H, W) array, got shape {m.shape}")
+    h, w = m.shape
+    if (h, w) != (size, size):
+        c0, c1, u0, u1 = _half_pixel_taps(w, size)
+        r0, r1, v0, v1 = _half_pixel_taps(h, size)
+        t = m[:, c0] * u0 + m[:, c1] * u1
+        m = t[r0, :] * v0[:, None] + t[r1, :] * v1[:, None]
+    return (m >= 0.5).astype(np.float32)
+
+
 def resize_prob(prob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (..., h, w) float maps/logits to (..., H, W) float32, align_corners=True.
 

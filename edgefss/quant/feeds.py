@@ -16,8 +16,8 @@ import numpy as np
 
 from edgefss.config import CST_PSEUDO_THRESHOLD, PreprocessCfg
 from edgefss.errors import InputError
-from edgefss.runtime.adapters import mask_to_grid, stack_entries
-from edgefss.transforms import load_mask, preprocess, resize_mask
+from edgefss.runtime.adapters import stack_entries
+from edgefss.transforms import load_mask, preprocess
 
 KINDS = ("cst", "tlg")
 _CST_ENCODER_OUTPUTS = ("query_feats", "support_feats", "pseudo_prob")
@@ -71,13 +71,11 @@ class FeedBuilder:
         return preprocess(path, self.pre, name=str(path))
 
     def network_mask(self, path) -> np.ndarray | None:
-        """Mask file -> (S,S) float32 {0,1}, resized like its image (as Segmenter.set_support
-        hands masks to the adapter), or None without a file."""
+        """Mask file -> (S,S) float32 {0,1} at the network size, resized as Segmenter.set_support
+        resizes it (adapter.network_mask), or None without a file."""
         if path is None:
             return None
-        m = load_mask(Path(path), name=str(path))
-        S = self.pre.imgsz
-        return resize_mask(m, (S, S)).astype(np.float32)
+        return self.adapter.network_mask(load_mask(Path(path), name=str(path)))
 
     def head_feeds(self, enc_q: dict, enc_s: list, s_masks: list, cls: str,
                    q_mask: np.ndarray | None = None, use_given: bool = True) -> dict:
@@ -102,8 +100,7 @@ class FeedBuilder:
         B = len(entries)
         refine = None
         if self.kind == "tlg" and use_given and q_mask is not None:
-            g = mask_to_grid(np.asarray(q_mask, np.float32), self.pre.imgsz, self.grid)
-            refine = np.repeat(g[None], B, 0)
+            refine = np.repeat(np.asarray(q_mask, np.float32)[None], B, 0)
         feeds = {**self.adapter.query_entry(enc_q), **stack_entries(entries),
                  **self.adapter.head_extras(B, refine)}
         missing = [n for n in self.head_inputs if n not in feeds]

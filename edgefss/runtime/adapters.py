@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgefss.config import CST_PSEUDO_THRESHOLD
-from edgefss.errors import BundleError, require
+from edgefss.errors import BundleError
 
 
 class Adapter:
@@ -61,13 +61,21 @@ class Adapter:
     def check_classes(self, class_names: list[str]) -> None:
         """Raise InputError for class names the bundle cannot segment (default: all accepted)."""
 
+    def network_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A caller's (H, W) mask -> (S, S) float32 {0, 1} at the network size, the way the model's
+        official loaders resize the masks it consumes. Default: nearest, as HSNet/CST resize their
+        ground-truth support masks; TLG overrides it (its masks are pseudo-masks, runtime/tlg.py)."""
+        from edgefss.transforms import resize_mask
+
+        return resize_mask(np.asarray(mask), (self.S, self.S)).astype(np.float32)
+
     def support_entry(self, enc: dict, mask: np.ndarray | None, class_name: str) -> dict:
         """Encoder outputs of one support image -> head inputs of that image without the batch axis.
 
         Args:
             mask: None (the model's pseudo-mask), or the caller's mask as (S, S) float32 {0, 1},
-                nearest-resized like its image to the network size; the adapter brings it to
-                whatever resolution its head takes, as the official model does.
+                brought to the network size by `network_mask`; the adapter brings it to whatever
+                resolution its head takes, as the official model does.
         """
         raise NotImplementedError
 
@@ -96,19 +104,6 @@ class Adapter:
     def split_outputs(self, out: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """Head outputs -> (query seg logits (B, 2, S/4, S/4) float32, cls logits (B, 2) or None)."""
         raise NotImplementedError
-
-
-def mask_to_grid(mask: np.ndarray, imgsz: int, grid: int) -> np.ndarray:
-    """(H, W) {0,1} mask -> (grid, grid) float32 coverage in [0, 1].
-
-    The mask is first resized like its image (nearest, to imgsz x imgsz, as the training loaders do),
-    then area-averaged to the feature grid, so each cell holds the fraction of it the object covers.
-    """
-    from edgefss.transforms import resize_mask
-
-    cv2 = require("cv2", "support mask resizing")
-    m = resize_mask(np.asarray(mask), (imgsz, imgsz)).astype(np.float32)
-    return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
 
 
 def stack_entries(entries: list[dict]) -> dict:

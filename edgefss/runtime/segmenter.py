@@ -29,11 +29,11 @@ from edgefss.errors import BundleError, InputError, StateError, require
 from edgefss.runtime import hotpath
 from edgefss.runtime import lowmem
 from edgefss.runtime import postprocess as post
-from edgefss.runtime.adapters import Adapter, mask_to_grid, stack_entries  # noqa: F401 (re-export)
+from edgefss.runtime.adapters import Adapter, stack_entries  # noqa: F401 (re-export)
 from edgefss.runtime.refine import refine_support_masks
 from edgefss.runtime.session import Backend, open_backend
 from edgefss.text.prompts import canonical_name as class_key
-from edgefss.transforms import load_image, load_mask, normalize, resize_image, resize_mask, resize_prob
+from edgefss.transforms import load_image, load_mask, normalize, resize_image
 
 # Largest support batch per head call: bounds memory (the CST correlation is ~100 MB per support
 # image at S=400) and stays inside typical TensorRT optimisation profiles. A bundle may override it
@@ -262,8 +262,8 @@ class Segmenter:
                         f"masks[{i}]: the mask is empty (no foreground pixel); "
                         "pass None to use the pseudo-mask"
                     )
-                # at network size, resized like its image; each adapter grids it as its model does
-                full_mask = resize_mask(mk, (self.cfg.imgsz, self.cfg.imgsz)).astype(np.float32)
+                # at network size, resized as the model's official loaders resize it
+                full_mask = self.adapter.network_mask(mk)
             small = resize_image(rgb, self.cfg.imgsz)
             if mutual:
                 # refinement re-encodes supports for its reverse episodes: keep the network-size copy
@@ -523,15 +523,15 @@ class Segmenter:
         return qf.astype(np.float32)
 
     def _external_query_pseudo(self, masks, support: _Support, hw: tuple) -> np.ndarray:
-        """One (H, W) query pseudo-mask per class -> (B, grid, grid) float32 head input (each shot
-        gets its class's mask, resized like the query image, then area-averaged to the grid)."""
+        """One (H, W) query pseudo-mask per class -> (B, S, S) float32 head input (each shot gets its
+        class's mask, brought to the network size as the official loaders do: adapter.network_mask)."""
         g = self.adapter.grid
         out = np.empty((sum(len(s) for s in support.groups), g, g), np.float32)
         for c, shots in enumerate(support.groups):
             m = np.asarray(masks[c], np.float32)
             if m.shape != hw:
                 raise InputError(f"query_pseudo[{c}]: shape {m.shape}; expected the query's (H, W) {hw}")
-            out[list(shots)] = mask_to_grid(m, self.cfg.imgsz, g)
+            out[list(shots)] = self.adapter.network_mask(m)
         return out
 
     def _refine_input(self, seg: np.ndarray, support: _Support) -> np.ndarray:

@@ -7,8 +7,8 @@ Support entry: `support_feat_XX` (C_l, H_l, W_l) for every encoder level, the cl
 
 Pseudo-masks are head inputs at the network resolution S x S (`self.grid` = S for TLG), as the
 released forward takes them; the head resamples them to S/4 the released way (bilinear,
-align_corners=True). A caller's support mask therefore enters as given ((S, S) {0,1}, resized
-like its image), with no gridding here.
+align_corners=True). A caller's mask (support or query pseudo-mask, any (H, W)) is brought to S x S
+as the released loaders bring their CAM pseudo-masks: bilinear, then >= 0.5 (`network_mask`).
 
 The query prediction of TLG depends only on the query pseudo-mask (models-spec §1, "Consequence"):
 a support mask given by the caller enters only the support branch, whose output the runtime does
@@ -28,6 +28,7 @@ import numpy as np
 
 from edgefss.errors import BundleError, InputError
 from edgefss.runtime.adapters import Adapter
+from edgefss.transforms import pseudo_mask_to_network
 
 _FEAT = re.compile(r"^feat_(\d{2})$")
 
@@ -67,6 +68,12 @@ class TLGAdapter(Adapter):
     def check_classes(self, class_names):
         for c in class_names:
             self.text.index(c)  # InputError listing close matches
+
+    def network_mask(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) caller mask -> (S, S) float32 {0, 1}: every mask TLG consumes is a pseudo-mask, and
+        the released loaders bring those to the network size by bilinear resize then >= 0.5
+        (transforms.pseudo_mask_to_network), not by the nearest resize of ground-truth masks."""
+        return pseudo_mask_to_network(mask, self.S)
 
     def support_entry(self, enc: dict, mask, class_name: str) -> dict:
         e = {f"support_{n}": enc[n][0] for n in self.feats}
