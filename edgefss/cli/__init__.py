@@ -25,11 +25,14 @@ VERBS = {
     "serve": ("edgefss.cli.serve", "HTTP API + web page over bundles: support sets, predict, MJPEG, /metrics"),
     "support": ("edgefss.cli.support", "support packs: encode a support set once (create), inspect one (show)"),
     "classes": ("edgefss.cli.classes", "the class names a bundle can segment (TLG table; CST: any name)"),
+    "label": ("edgefss.cli.label", "a workstation teacher (DiffewS) labels a folder of images for edgefss train"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgefss", description=__doc__.splitlines()[0])
+    from edgefss.cli._args import EdgeFSSParser  # help with defaults; "did you mean" on typos
+
+    parser = EdgeFSSParser(prog="edgefss", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgefss {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (mod, help_) in VERBS.items():

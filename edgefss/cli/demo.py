@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgefss.cli._args import add_engine_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgefss export`")
@@ -20,21 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="support image and its class (repeat a class for K shots)")
     p.add_argument("--support-mask", nargs="+", action="extend", default=[], metavar="IMG:MASK",
                    help="mask of a support image (default: the on-device pseudo-mask)")
-    p.add_argument("--source", default="0", help="camera index, video file or folder of images (default 0)")
+    p.add_argument("--source", default="0", help="camera index, video file or folder of images (default: 0)")
     p.add_argument("--output", default=None, metavar="PATH",
                    help="headless mode: annotated video (.mp4/.avi/.mkv/.mov; kept up to the last frame if "
                         "interrupted) or a folder (no suffix) of PNGs; default: a window")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
-                   help="engine (default: the bundle's)")
-    p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    add_engine_arguments(p)
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (default: all)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: 0.5)")
 
 
 def config_from_args(args):
     """argparse namespace -> DemoConfig (also used by examples/camera_app.py)."""
     from edgefss.app import DemoConfig
+    from edgefss.cli._args import check_file, check_folder
     from edgefss.cli.predict import split_spec
     from edgefss.errors import InputError
 
@@ -43,6 +43,11 @@ def config_from_args(args):
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
         raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")
+    check_folder(args.bundle, "--bundle")
+    for img, _ in pairs:
+        check_file(img, "--support")
+    for m in masks.values():
+        check_file(m, "--support-mask", "a mask image file")
     return DemoConfig(bundle=args.bundle, support=tuple(i for i, _ in pairs), classes=tuple(c for _, c in pairs),
                       masks=tuple(masks.get(i) for i, _ in pairs) if masks else None, source=args.source,
                       output=args.output, backend=args.backend, device=args.device, threads=args.threads,
@@ -58,7 +63,11 @@ def run(args) -> int:
         if stats.frames % 25 == 0:
             print(f"frame {stats.frames} ({name}): {stats.latency_ms[-1]:.1f} ms", file=sys.stderr)
 
-    stats = run_demo(config_from_args(args), progress=progress)
+    from edgefss.cli._args import flag_names, support_labels
+
+    cfg = config_from_args(args)
+    with flag_names(support_labels(list(cfg.support), dict(zip(cfg.support, cfg.masks or ())))):
+        stats = run_demo(cfg, progress=progress)
     lat = sorted(stats.latency_ms)
     med = lat[len(lat) // 2] if lat else float("nan")
     found = ", ".join(f"{c} in {n}" for c, n in stats.present.items())

@@ -44,11 +44,11 @@ def add_arguments(p) -> None:
     p.add_argument("--query-pseudo", choices=["prior", "gt"], default="prior",
                    help="TLG query pseudo-mask: the on-device prior, or the query's GT mask fed as an external "
                         "mask (oracle upper bound of the pseudo-mask source; TLG --model or --bundle)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the bundle's engine (default: the engine's)")
     p.add_argument("--worst", type=int, default=8, help="save overlays of this many lowest-IoU episodes")
     p.add_argument("--compare", default=None, help="another run's eval.json (same episodes) to compare with")
     p.add_argument("--out", default="runs/eval", help="output folder (eval.json, worst/)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:

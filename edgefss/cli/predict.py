@@ -1,26 +1,43 @@
-"""`edgefss predict`: segment query images with a bundle, given support images and class names.
+"""`edgefss predict`: segment images, folders, globs, videos or a camera with a bundle, given
+support images and class names.
 
-    edgefss predict --bundle B --support dog1.jpg:dog cat.jpg:cat [--support-mask dog1.jpg:dog1.png] \
-        --query q.jpg [--query q2.jpg] --out mask.png
-    edgefss predict --bundle B --support-pack pets.efs --query q.jpg --out mask.png
+    edgefss predict --bundle B --support dog1.jpg:dog cat.jpg:cat --source photos/   # -> runs/predict/1/
+    edgefss predict --bundle B --support dog1.jpg:dog --source 'shots/*.jpg' clip.mp4 --save-json
+    edgefss predict --bundle B --support-pack pets.efs --source 0 --max-frames 100   # camera 0
+    edgefss predict --bundle B --support dog1.jpg:dog --query q.jpg --out mask.png   # one file name
 
---support-pack takes a support pack written by `edgefss support create` for the same bundle
-(no support image is encoded again); it replaces --support/--support-mask.
+--source (alias --query) takes image files, folders (their images, sorted, not recursive),
+globs ('**' recurses), videos (.mp4/.avi/.mov/.mkv/..., read frame by frame) and camera indices,
+mixed freely. --support-pack takes a pack written by `edgefss support create` for the same bundle
+instead of --support/--support-mask.
 
-Writes a mask PNG per query that any viewer shows: with one class 0 = background, 255 = the
-class; with several a palette PNG whose pixel values are the class indices (0 background, i = the
-i-th class in order of first appearance) and whose palette has the overlay's colours.
-`--raw-mask` writes the bare index map instead (gray, values 0..N). Next to it an overlay PNG
-(<out stem>_overlay<suffix>). With several queries the outputs are <out stem>_<query stem><suffix>;
-names that would collide get -2, -3, ... (said on stdout). No output may overwrite an input.
-Files are written atomically (temp + rename). Torch-free.
+Outputs go to a new numbered folder runs/predict/N (N = one more than the highest there), or to
+--out DIR: per input <name>.png (the mask), <name>_overlay.png (--save-overlay, on by default) and
+<name>.json (--save-json; the schema of `edgefss serve`'s /v1/predict answer, docs/predict.md).
+Video and camera frames are named <stem>_<frame:06d>. `--out X.png` keeps the single-file form:
+X.png and X_overlay.png, or X_<name>.png per input when there are several.
+
+The mask PNG is viewable: with one class 0 = background, 255 = the class; with several a palette
+PNG whose values are the class indices (0 background, i = the i-th class in order of first
+appearance). `--raw-mask` writes the bare index map (gray, values 0..N).
+
+Nothing is overwritten: a name that is taken (an existing file, or an output of this run) gets
+-2, -3, ... (said on stdout); an output that would be an input is refused. Files are written
+atomically (temp + rename). Torch-free.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+import time
 from pathlib import Path
 
+from edgefss.cli._args import add_engine_arguments
 from edgefss.errors import InputError
+
+RUNS_DIR = Path("runs") / "predict"
 
 
 def split_spec(spec: str, what: str) -> tuple[str, str]:
@@ -35,6 +52,8 @@ def split_spec(spec: str, what: str) -> tuple[str, str]:
 
 
 def add_arguments(p) -> None:
+    from edgefss.runtime.postprocess import FG_THRESHOLD
+
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgefss export`")
     p.add_argument("--support", nargs="+", action="extend", default=None, metavar="IMG:CLASS",
                    help="support image and the class it shows; repeat a class for K shots")
@@ -42,41 +61,120 @@ def add_arguments(p) -> None:
                    help="support pack from `edgefss support create` for this bundle, instead of --support")
     p.add_argument("--support-mask", nargs="+", action="extend", default=[], metavar="IMG:MASK",
                    help="optional binary mask PNG for a support image (default: on-device pseudo-mask)")
-    p.add_argument("--query", nargs="+", action="extend", required=True, metavar="IMG", help="query image(s)")
-    p.add_argument("--out", required=True, help="label mask PNG path (overlay goes next to it)")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
-                   help="default: the bundle's backend")
-    p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    p.add_argument("--source", "--query", dest="source", nargs="+", action="extend", required=True, metavar="SRC",
+                   help="what to segment: image files, folders of images, globs ('photos/*.jpg'), videos, "
+                        "camera indices (0); mixed and repeatable")
+    p.add_argument("--out", default=None, metavar="DIR|X.png",
+                   help=f"output folder (default: a new numbered {RUNS_DIR}{os.sep}N), or a .png file name for "
+                        "the mask (the overlay goes next to it)")
+    p.add_argument("--conf", type=float, default=FG_THRESHOLD,
+                   help="foreground threshold: a pixel is labelled when its best class's probability is >= conf; "
+                        "CST: also the class presence threshold (TLG presence: > 0.1%% of the pixels labelled) "
+                        "(default: %(default)s)")
+    p.add_argument("--save-overlay", action=argparse.BooleanOptionalAction, default=True,
+                   help="write <name>_overlay.png, the query with the mask drawn on it")
+    p.add_argument("--save-json", action="store_true",
+                   help="write <name>.json per input: classes, presence scores, per-class boxes and areas, "
+                        "timings, bundle id")
     p.add_argument("--raw-mask", action="store_true",
                    help="write the raw class-index map (0 background, i = i-th class; looks black in viewers) "
                         "instead of the viewable mask (0/255 for one class, a palette PNG for several)")
-    p.add_argument("--refine-steps", type=int, default=0, help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the predicted query mask, TLG its query pseudo-mask")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the "
+                        "predicted query mask, TLG its query pseudo-mask")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="at most this many frames of each video or camera (default: all; a camera runs until Ctrl-C)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
+    add_engine_arguments(p)
 
 
-def plan_outputs(out: Path, queries: list, inputs: dict) -> tuple[list, list]:
-    """(mask path, overlay path) per query, and notes for renamed ones.
+# ----------------------------------------------------------------------------- output names
+def _key(p) -> str:
+    return os.path.normcase(os.path.abspath(p))
 
-    Names keep --out's suffix as given. Refuses (InputError) any output that is an input;
-    outputs that would collide with each other get -2, -3, ... and a note saying which.
+
+def next_run_dir(root: Path = RUNS_DIR) -> Path:
+    """Create and return root/N, N = 1 + the highest integer name in `root` (1 when none).
+
+    Created with os.mkdir, which fails when the name exists, so two runs started together get
+    different folders and an existing folder is never reused."""
+    from edgefss.fsio import OutputError
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        n = 1 + max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0)
+        while True:
+            try:
+                (root / str(n)).mkdir()
+                return root / str(n)
+            except FileExistsError:
+                n += 1
+    except OSError as exc:
+        raise OutputError(f"--out: cannot create a run folder in '{root}': {exc.strerror or exc}") from exc
+
+
+class OutputNamer:
+    """Names of each input's outputs: never an existing file, never an input, never twice.
+
+    Folder form (`folder`): <name>.png, <name>_overlay.png, <name>.json, all three with the same
+    -k suffix when one is taken. File form (`file`, e.g. mask.png): the mask at that name (or
+    <stem>_<name><suffix> when `several`), the overlay at <mask stem>_overlay<suffix>, each
+    renamed -k on its own (the long-standing single-file behaviour).
     """
-    from edgefss.fsio import check_not_input, unique_path
 
-    several = len(queries) > 1
-    taken: set = set()
-    plan, notes = [], []
-    for q in queries:
-        stem = f"{out.stem}_{Path(q).stem}" if several else out.stem
-        pair = []
-        for want in (out.with_name(stem + out.suffix), out.with_name(stem + "_overlay" + out.suffix)):
-            check_not_input(want, inputs)
-            got = unique_path(want, taken)
-            if got != want:
-                check_not_input(got, inputs)
-                notes.append(f"note: {q}: '{want}' is already an output of this run; writing '{got}'")
-            pair.append(got)
-        plan.append(tuple(pair))
-    return plan, notes
+    def __init__(self, folder: Path | None = None, file: Path | None = None, several: bool = True,
+                 inputs: dict | None = None, overlay: bool = True, json: bool = False):
+        self.folder, self.file, self.several = folder, file, several
+        self.inputs, self.overlay, self.json = dict(inputs or {}), overlay, json
+        self.taken: set = set()
+
+    def _free(self, p: Path) -> bool:
+        return _key(p) not in self.taken and not os.path.lexists(p)
+
+    def claim(self, name: str, label: str) -> tuple[dict, list]:
+        """({"mask": Path, "overlay": Path|None, "json": Path|None}, notes) for input `name`
+        (`label` names it in the notes). Raises InputError when an output would be an input."""
+        from edgefss.fsio import check_not_input
+
+        notes = []
+        if self.folder is not None:
+            kinds = {"mask": ".png", "overlay": "_overlay.png" if self.overlay else None,
+                     "json": ".json" if self.json else None}
+            k = 1
+            while True:
+                stem = name if k == 1 else f"{name}-{k}"
+                paths = {kind: (self.folder / (stem + suf) if suf else None) for kind, suf in kinds.items()}
+                if all(self._free(p) for p in paths.values() if p is not None):
+                    break
+                k += 1
+            for p in paths.values():
+                if p is not None:
+                    self.taken.add(_key(p))
+            if k > 1:
+                notes.append(f"note: {label}: '{name}' is taken in '{self.folder}'; writing '{stem}.*'")
+            return paths, notes
+        out = self.file
+        stem = f"{out.stem}_{name}" if self.several else out.stem
+        wants = {"mask": out.with_name(stem + out.suffix),
+                 "overlay": out.with_name(stem + "_overlay" + out.suffix) if self.overlay else None,
+                 "json": out.with_name(stem + ".json") if self.json else None}
+        got = {}
+        for kind, want in wants.items():
+            if want is None:
+                got[kind] = None
+                continue
+            check_not_input(want, self.inputs)
+            cand, i = want, 2
+            while not self._free(cand):
+                cand = want.with_name(f"{want.stem}-{i}{want.suffix}")
+                i += 1
+            check_not_input(cand, self.inputs)
+            self.taken.add(_key(cand))
+            if cand != want:
+                why = "exists" if os.path.lexists(want) and _key(want) not in self.taken else "is already an output of this run"
+                notes.append(f"note: {label}: '{want}' {why}; writing '{cand}'")
+            got[kind] = cand
+        return got, notes
 
 
 def viewable_mask(mask, n_classes: int, raw: bool = False):
@@ -93,50 +191,152 @@ def viewable_mask(mask, n_classes: int, raw: bool = False):
     return mask, palette(n_classes)
 
 
-def run(args) -> int:
-    from edgefss.fsio import write_png_atomic
-    from edgefss.runtime import Segmenter
-    from edgefss.runtime.segmenter import random_weights_note
-    from edgefss.runtime.visualize import overlay
-    from edgefss.transforms import load_image
+# ----------------------------------------------------------------------------- run
+def _check_args(args) -> tuple[list, list, dict]:
+    """Validate flags before any engine starts -> (support images, class names, {image: mask})."""
+    from edgefss.cli._args import check_file, check_folder
 
-    pack = getattr(args, "support_pack", None)
+    check_folder(args.bundle, "--bundle")
+    pack = args.support_pack
     if (args.support is None) == (pack is None):
         raise InputError("--support / --support-pack: give exactly one (support images IMG:CLASS, or a pack)")
     if pack is not None and args.support_mask:
         raise InputError("--support-mask: a support pack already holds its masks; drop --support-mask")
+    if pack is not None:
+        check_file(pack, "--support-pack", "a support pack file written by `edgefss support create`")
     pairs = [split_spec(s, "--support") for s in args.support or []]
     masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
         raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise InputError(f"--out: {str(out)!r} must end in .png")
-    inputs = {q: "--query" for q in args.query}
-    inputs.update({i: "--support" for i, _ in pairs})
+    for img, _ in pairs:
+        check_file(img, "--support")
+    for m in masks.values():
+        check_file(m, "--support-mask", "a mask image file")
+    if not 0.0 < args.conf < 1.0:
+        raise InputError(f"--conf: {args.conf}; expected a foreground probability threshold in (0, 1)")
+    if args.refine_steps < 0:
+        raise InputError(f"--refine-steps: {args.refine_steps}; expected an int >= 0")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames: {args.max_frames}; expected a positive number of frames")
+    return [i for i, _ in pairs], [c for _, c in pairs], masks
+
+
+def _namer(args, sources, inputs: dict) -> OutputNamer:
+    several = len(sources) > 1 or any(s.kind != "image" for s in sources)
+    if args.out is not None and Path(args.out).suffix.lower() == ".png":
+        return OutputNamer(file=Path(args.out), several=several, inputs=inputs,
+                           overlay=args.save_overlay, json=args.save_json)
+    if args.out is not None and Path(args.out).suffix and not Path(args.out).is_dir():
+        raise InputError(f"--out: '{args.out}' is neither a folder nor a .png file name; expected a folder "
+                         "(created if missing) or a mask file name ending in .png")
+    if args.out is not None and Path(args.out).is_file():
+        raise InputError(f"--out: '{args.out}' is a file; expected a folder")
+    return OutputNamer(folder=Path(args.out) if args.out is not None else None, inputs=inputs,
+                       overlay=args.save_overlay, json=args.save_json)
+
+
+def _progress(total, enabled: bool):
+    from tqdm import tqdm
+
+    # disable=None: drawn only when stderr is a terminal (logs and CI output stay clean)
+    return tqdm(total=total, unit="img", file=sys.stderr, disable=None if enabled else True,
+                dynamic_ncols=True, leave=False)
+
+
+def run(args) -> int:
+    import json
+
+    from edgefss.cli._args import flag_names, support_labels
+    from edgefss.cli.sources import expand_sources, frame_count, frames
+    from edgefss.fsio import write_bytes_atomic, write_png_atomic
+    from edgefss.runtime import Segmenter
+    from edgefss.runtime.results import prediction_json, with_threshold
+    from edgefss.runtime.segmenter import random_weights_note
+    from edgefss.runtime.support_pack import bundle_identity
+    from edgefss.runtime.visualize import overlay
+
+    images, names, masks = _check_args(args)
+    sources = expand_sources(args.source)
+    inputs = {s.path: "--source" for s in sources if s.kind != "camera"}
+    inputs.update({i: "--support" for i in images})
     inputs.update({m: "--support-mask" for m in masks.values()})
-    if pack is not None:
-        inputs[pack] = "--support-pack"
-    plan, notes = plan_outputs(out, list(args.query), inputs)  # before minutes of work
+    if args.support_pack is not None:
+        inputs[args.support_pack] = "--support-pack"
+    namer = _namer(args, sources, inputs)
+    # with --out, images are named before minutes of work (a refused name fails now); frames and
+    # the default run folder's names as they come (that folder is new: nothing in it is taken)
+    planned = {i: namer.claim(s.stem, s.path) for i, s in enumerate(sources)
+               if s.kind == "image" and args.out is not None}
 
     seg = Segmenter.load(args.bundle, backend=args.backend, threads=args.threads, device=args.device)
-    if pack is not None:
-        seg.load_support(pack)
-    else:
-        seg.set_support([i for i, _ in pairs], [c for _, c in pairs], masks=[masks.get(i) for i, _ in pairs])
-    for line in notes:
-        print(line)
+    with flag_names(support_labels(images, masks)):
+        if args.support_pack is not None:
+            seg.load_support(args.support_pack)
+        else:
+            seg.set_support(images, names, masks=[masks.get(i) for i in images])
+    if args.out is None:
+        namer.folder = next_run_dir()
     note = random_weights_note(seg.manifest)
-    for q, (mask_path, ov_path) in zip(args.query, plan):
-        pred = seg.predict(q, refine_steps=args.refine_steps)
-        img, pal = viewable_mask(pred.mask, len(pred.classes), getattr(args, "raw_mask", False))
-        write_png_atomic(mask_path, img, rgb=False, palette=pal, what="--out")
-        write_png_atomic(ov_path, overlay(load_image(q, "query"), pred.mask, pred.classes, probs=pred.probs,
-                                          note=note), what="--out (overlay)")
-        found = [f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok]
-        found = found or ["none"]
-        print(f"{q}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms" + (f"  [{note}]" if note else ""))
-        print(f"  mask    -> {mask_path}")
-        print(f"  overlay -> {ov_path}")
+    class_head = seg.manifest.get("model") == "cst"
+    bundle = {"path": str(args.bundle), "id": bundle_identity(seg.manifest), "model": seg.manifest.get("model"),
+              "precision": seg.manifest.get("precision"), "backend": args.backend or seg.manifest.get("backend"), "ops_path": seg.ops_path}
+    counts = [frame_count(s) if s.kind != "camera" else None for s in sources]
+    if args.max_frames is not None:
+        counts = [c if s.kind == "image" else (min(c, args.max_frames) if c else args.max_frames)
+                  for c, s in zip(counts, sources)]
+    total = None if any(c is None for c in counts) else sum(counts)
+    done, t_start = 0, time.perf_counter()
+    bar = _progress(total, not args.no_progress)
+
+    def emit(line: str) -> None:
+        if bar.disable:
+            print(line, flush=True)
+        else:
+            bar.write(line, file=sys.stdout)
+
+    try:
+        for i, s in enumerate(sources):
+            it = frames(s, args.max_frames)
+            while True:
+                t0 = time.perf_counter()
+                item = next(it, None)
+                if item is None:
+                    break
+                name, index, rgb = item
+                t_read = (time.perf_counter() - t0) * 1e3
+                label = s.path if index is None else f"{s.path}#{index}" if s.kind == "video" else f"camera {s.path}#{index}"
+                if index is None and i in planned:
+                    paths, notes = planned.pop(i)
+                else:
+                    paths, notes = namer.claim(name, label)
+                for line in notes:
+                    emit(line)
+                with flag_names({"refine_steps": "--refine-steps"}):
+                    pred = seg.predict(rgb, refine_steps=args.refine_steps)
+                pred = with_threshold(pred, args.conf, class_head)
+                img, pal = viewable_mask(pred.mask, len(pred.classes), args.raw_mask)
+                write_png_atomic(paths["mask"], img, rgb=False, palette=pal, what="--out")
+                if paths["overlay"] is not None:
+                    write_png_atomic(paths["overlay"], overlay(rgb, pred.mask, pred.classes, probs=pred.probs,
+                                                               note=note), what="--out (overlay)")
+                if paths["json"] is not None:
+                    doc = {"source": str(s.path) if s.kind != "camera" else f"camera {s.path}", "frame": index,
+                           "mask": paths["mask"].name,
+                           "overlay": paths["overlay"].name if paths["overlay"] is not None else None,
+                           "bundle": bundle, "random_weights": note is not None, "conf": args.conf,
+                           **prediction_json(pred, rgb.shape[1], rgb.shape[0])}
+                    doc["timings"] = {"read": round(t_read, 3), **doc["timings"]}
+                    write_bytes_atomic(paths["json"], (json.dumps(doc, indent=2) + "\n").encode(), what="--out (json)")
+                found = [f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok] or ["none"]
+                written = ", ".join(str(p) for p in paths.values() if p is not None)
+                emit(f"{label}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms -> {written}"
+                     + (f"  [{note}]" if note else ""))
+                done += 1
+                bar.update(1)
+    finally:
+        bar.close()
+    where = namer.folder if namer.folder is not None else namer.file.parent
+    dt = time.perf_counter() - t_start
+    print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s -> {where}")
     return 0

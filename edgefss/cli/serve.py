@@ -14,9 +14,10 @@ import argparse
 import os
 from pathlib import Path
 
+from edgefss.cli._args import add_engine_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument(
         "--bundle",
         action="append",
@@ -38,14 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folder of support-set files; share it between workers/replicas",
     )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the bundles)")
-    p.add_argument(
-        "--backend",
-        choices=["onnxruntime", "openvino", "tensorrt"],
-        default=None,
-        help="engine; None = each bundle's own",
-    )
-    p.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per engine")
+    add_engine_arguments(p, default_help="each bundle's own")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest uploaded image or mask, MiB")
     p.add_argument(
         "--max-video-mb", type=float, default=200.0, help="largest uploaded video (POST /v1/stream), MiB"

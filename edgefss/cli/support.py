@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgefss.cli._args import add_engine_arguments
 from edgefss.errors import InputError
 
 
@@ -29,10 +30,7 @@ def add_arguments(p) -> None:
     c.add_argument("--support-mask", nargs="+", action="extend", default=[], metavar="IMG:MASK",
                    help="optional binary mask PNG for a support image (default: on-device pseudo-mask)")
     c.add_argument("--out", required=True, help="support pack file to write (e.g. pets.efs)")
-    c.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt"], default=None,
-                   help="default: the bundle's backend")
-    c.add_argument("--device", default=None, help="engine device (cpu/cuda, CPU/GPU/AUTO, CUDA index)")
-    c.add_argument("--threads", type=int, default=None, help="CPU threads for the engine")
+    add_engine_arguments(c)
     c.add_argument("--quality", action="store_true",
                    help="print each shot's leave-one-out score (classes with >= 2 shots)")
     s = sub.add_parser("show", help="verify a support pack and print what it holds",
@@ -43,6 +41,7 @@ def add_arguments(p) -> None:
 
 def _support_inputs(args) -> tuple[list, list, dict]:
     """(images, class names, {image: mask}) from --support / --support-mask (predict's parsing)."""
+    from edgefss.cli._args import check_file
     from edgefss.cli.predict import split_spec
 
     pairs = [split_spec(s, "--support") for s in args.support]
@@ -50,6 +49,10 @@ def _support_inputs(args) -> tuple[list, list, dict]:
     unknown = sorted(set(masks) - {img for img, _ in pairs})
     if unknown:
         raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")
+    for img, _ in pairs:
+        check_file(img, "--support")
+    for m in masks.values():
+        check_file(m, "--support-mask", "a mask image file")
     return [i for i, _ in pairs], [c for _, c in pairs], masks
 
 
@@ -73,6 +76,9 @@ def run(args) -> int:
     from edgefss.runtime import support_pack as sp
 
     if args.support_cmd == "show":
+        from edgefss.cli._args import check_file
+
+        check_file(args.pack, "pack", "a support pack file written by `edgefss support create`")
         header, arrays = sp.read(args.pack)
         print(sp.describe(header, arrays, args.pack))
         if args.bundle is not None:
@@ -84,15 +90,18 @@ def run(args) -> int:
     if args.support_cmd != "create":
         raise InputError("support: expected a command: create or show (see `edgefss support -h`)")
 
+    from edgefss.cli._args import check_folder, flag_names, support_labels
     from edgefss.runtime import Segmenter
 
+    check_folder(args.bundle, "--bundle")
     images, names, masks = _support_inputs(args)
     out = Path(args.out)
     inputs = {i: "--support" for i in images}
     inputs.update({m: "--support-mask" for m in masks.values()})
     _check_out(out, inputs)
     with Segmenter.load(args.bundle, backend=args.backend, threads=args.threads, device=args.device) as seg:
-        seg.set_support(images, names, masks=[masks.get(i) for i in images])
+        with flag_names(support_labels(images, masks)):
+            seg.set_support(images, names, masks=[masks.get(i) for i in images])
         seg.save_support(out)
         groups = seg._support.groups
         print(f"support pack -> {out} ({out.stat().st_size / 1e6:.2f} MB): "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, choices=["cst", "tlg", "tlg_vgg16"])
+    p.add_argument("--model", required=True, choices=["cst", "tlg", "tlg_vgg16"], help="model whose head is trained")
     p.add_argument("--data", required=True, help="dataset folder (shared/data layouts, or class/image.jpg + class/image.png)")
     p.add_argument("--out", default="runs/train", help="output folder: model.pt, last_state.pt, loss.png, history.json")
     p.add_argument("--epochs", type=int, default=1)

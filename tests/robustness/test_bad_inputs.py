@@ -84,7 +84,7 @@ def test_cli_prints_one_line_not_a_traceback(cst_bundle, corpus, davis_pair, tmp
                "--query", str(corpus["truncated JPEG"][0]), "--out", str(tmp_path / "m.png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
-    assert len(err) == 1 and err[0].startswith("edgefss predict: error: query:"), err
+    assert len(err) == 1 and err[0].startswith("edgefss predict: error: --source:"), err  # the flag, not `query`
     assert "Traceback" not in err[0]
 
 

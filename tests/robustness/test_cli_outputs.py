@@ -54,7 +54,7 @@ def test_output_over_an_input_is_refused(cst_bundle, photos, capsys, which):
     out = photos / ("q.png" if which == "query" else "a.png")
     rc = _predict(cst_bundle, [f"{photos / 'a.png'}:dog"], [photos / "q.png"], out)
     assert rc == 1
-    _one_error_line(capsys, str(out), f"--{which}")
+    _one_error_line(capsys, str(out), "--source" if which == "query" else "--support")  # --query is --source's alias
     assert _digests(photos) == before
 
 
@@ -63,7 +63,7 @@ def test_overlay_name_over_an_input_is_refused(cst_bundle, photos, capsys):
     # --out m.png puts the overlay at m_overlay.png, which is the query itself
     rc = _predict(cst_bundle, [f"{photos / 'a.png'}:dog"], [photos / "m_overlay.png"], photos / "m.png")
     assert rc == 1
-    _one_error_line(capsys, str(photos / "m_overlay.png"), "--query")
+    _one_error_line(capsys, str(photos / "m_overlay.png"), "--source")
     assert _digests(photos) == before
 
 
@@ -154,13 +154,13 @@ def test_read_only_fs_one_line(cst_bundle, photos, tmp_path):
         r = subprocess.run(["mount", "-o", "remount,ro", str(d)], capture_output=True)
         if r.returncode != 0:
             pytest.skip(f"cannot remount read-only: {r.stderr.decode().strip()}")
-        out = d / "old.png"
+        out = d / "new.png"  # (an existing --out file is never replaced: it would get new-2.png)
         r = _run_cli("predict", "--bundle", str(cst_bundle), "--support", f"{photos / 'a.png'}:dog",
                      "--query", str(photos / "q.png"), "--out", str(out))
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         lines = [ln for ln in r.stderr.strip().splitlines() if ": warning: " not in ln]
         assert len(lines) == 1 and str(out) in lines[0] and "read-only" in lines[0], lines
-        assert out.read_bytes() == b"previous result"
+        assert (d / "old.png").read_bytes() == b"previous result"
 
 
 def test_write_bytes_atomic_keeps_the_old_content_when_the_disk_fills(tmp_path):
