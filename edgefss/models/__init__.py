@@ -27,7 +27,7 @@ def register_model(name: str):
 
 def _load_all():
     require("torch", "building PyTorch models")
-    from edgefss.models import cst, imr_hsnet, tlg  # noqa: F401  (registers builders)
+    from edgefss.models import cst, diffews, imr_hsnet, tlg  # noqa: F401  (registers builders)
 
 
 def list_models() -> list[str]:
