@@ -17,7 +17,6 @@ At 400 px one CST episode costs ~10-30 s on 2 cores: the default test runs one e
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -33,45 +32,22 @@ from edgefss.transforms import load_image, normalize, resize_image  # noqa: E402
 
 GOLD = Path(__file__).parent / "goldens" / "cst"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "goldens"))
+import cst_bundle_report as report  # noqa: E402
 S = 400
 LOGIT_TOL = 1e-5
-TIE = 1e-5  # a pseudo-mask pixel may differ only where the official map is this close to the threshold
 
 
-def _meta() -> dict:
-    return json.loads((GOLD / "meta.json").read_text())
-
-
-def _golden(i: int) -> dict:
-    return dict(np.load(GOLD / f"episode_{i}.npz"))
+_meta, _golden, _iou = report.meta, report.golden, report.iou
 
 
 def _paths(i: int, data: Path):
-    ep = _meta()["episodes"][i]
-    return data / ep["query"], data / ep["support"], ep["class"]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
+    return report.episode_paths(i, data)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """The golden weights, rebuilt from the recipe, as an official-layout Lightning checkpoint."""
-    from cst_weights import official_state_dict
-
-    from edgefss.models.cst import CST
-
-    m = _meta()
-    shapes = {k: v.shape for k, v in CST().state_dict().items()}
-    sd = official_state_dict(shapes, seed=m["seed"], pseudo_q=m["pseudo_q"], pseudo_k=m["pseudo_k"],
-                             pseudo_spread=m["pseudo_spread"], logit_gain=m["logit_gain"])
-    path = tmp_path_factory.mktemp("cst_golden") / "cst_golden.ckpt"
-    torch.save({"state_dict": sd, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.6.5"},
-               str(path))
-    return path
+    return report.golden_checkpoint(tmp_path_factory.mktemp("cst_golden") / "cst_golden.ckpt")
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +68,7 @@ def test_preprocessing_matches_the_official_loader(shared_data):
             assert got == str(g[f"input_sha256_{name}"]), f"episode {i} {name}: preprocessing differs"
 
 
-def _off_tie_diff(mask: np.ndarray, golden: np.ndarray, cos50: np.ndarray) -> tuple[int, int]:
-    """(pixels differing from the official mask, of those not within TIE of the threshold)."""
-    up = F.interpolate(torch.from_numpy(cos50)[None, None], golden.shape, mode="bilinear", align_corners=True)
-    near = np.abs((up[0, 0].numpy() + 1) / 2 - 0.4) < TIE
-    diff = (mask > 0.5) ^ golden
-    return int(diff.sum()), int((diff & ~near).sum())
+_off_tie_diff = report.off_tie_diff
 
 
 def _check_episode(model, i: int, data: Path) -> dict:
@@ -152,17 +123,7 @@ def test_torch_weak_path_matches_official_more_episodes(model, shared_data, i):
 
 
 def _segmenter_figures(seg, data: Path, episodes) -> list:
-    out = []
-    for i in episodes:
-        g = _golden(i)
-        qp, sp, cls = _paths(i, data)
-        seg.set_support([sp], [cls])
-        pred = seg.predict(qp)
-        out.append({"episode": i, "iou": _iou(pred.mask, g["pred_seg"]),
-                    "logits": float(np.abs(pred.logits - g["seg_logits"]).max()),
-                    "present": bool(pred.present[0]), "official_present": bool(g["pred_cls"][0]),
-                    "support_mask_diff_px": _off_tie_diff(pred.support_masks[0], g["support_mask400"],
-                                                          g["support_cos50"])})
+    out = report.segmenter_figures(seg, data, episodes)
     print("\n" + "\n".join(map(str, out)))
     return out
 
