@@ -25,7 +25,8 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _shows_default(action) -> bool:
         d = action.default
         return bool(action.option_strings) and not (
-            d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d))
+            d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d)
+        )
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -82,11 +83,15 @@ class EdgeFSSParser(argparse.ArgumentParser):
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
             suggest = getattr(ns, _SUGGEST, {}) or {}
-            hints = [f"did you mean {suggest[f]}?" for f in dict.fromkeys(a.split("=", 1)[0] for a in extras)
-                     if f in suggest]
+            hints = [
+                f"did you mean {suggest[f]}?"
+                for f in dict.fromkeys(a.split("=", 1)[0] for a in extras)
+                if f in suggest
+            ]
             # said by the verb's parser, so the usage shown is the verb's
-            self._innermost(ns).error(f"unrecognized arguments: {' '.join(extras)}"
-                                      + ("; " + " ".join(hints) if hints else ""))
+            self._innermost(ns).error(
+                f"unrecognized arguments: {' '.join(extras)}" + ("; " + " ".join(hints) if hints else "")
+            )
         if hasattr(ns, _SUGGEST):
             delattr(ns, _SUGGEST)
         return ns
@@ -118,12 +123,18 @@ def add_engine_arguments(p, default_help: str = "the bundle's backend") -> None:
     The backend choices are edgefss.formats.BACKENDS, the one list of runtimes."""
     from edgefss import formats
 
-    p.add_argument("--backend", choices=list(formats.BACKENDS), default=None,
-                   help=f"engine (default: {default_help})")
-    p.add_argument("--device", default=None,
-                   help="engine device: cpu/cuda (onnxruntime), CPU/GPU/AUTO (openvino), CUDA index (tensorrt) "
-                        "(default: the engine's first available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine (default: the engine's)")
+    p.add_argument(
+        "--backend", choices=list(formats.BACKENDS), default=None, help=f"engine (default: {default_help})"
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="engine device: cpu/cuda (onnxruntime), CPU/GPU/AUTO (openvino), CUDA index (tensorrt) "
+        "(default: the engine's first available)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for the engine (default: the engine's)"
+    )
 
 
 # ----------------------------------------------------------------------------- errors naming flags

@@ -10,8 +10,8 @@ def add_arguments(p) -> None:
 
     add(p)
     # options whose default depends on --quick / --full: say each mode's value in --help
-    per_mode = {"warmup": "warmup", "min_rounds": "min_rounds", "max_rounds": "max_rounds", "queries": "queries",
-                "budget_s": "budget"}
+    per_mode = {"warmup": "warmup", "min_rounds": "min_rounds", "max_rounds": "max_rounds",
+                "queries": "queries", "budget_s": "budget"}
     for a in p._actions:
         key = per_mode.get(a.dest)
         if key is not None and a.default is None and "default" not in (a.help or "").lower():

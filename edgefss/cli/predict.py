@@ -55,36 +55,88 @@ def add_arguments(p) -> None:
     from edgefss.runtime.postprocess import FG_THRESHOLD
 
     p.add_argument("--bundle", required=True, help="bundle directory written by `edgefss export`")
-    p.add_argument("--support", nargs="+", action="extend", default=None, metavar="IMG:CLASS",
-                   help="support image and the class it shows; repeat a class for K shots")
-    p.add_argument("--support-pack", default=None, metavar="PACK",
-                   help="support pack from `edgefss support create` for this bundle, instead of --support")
-    p.add_argument("--support-mask", nargs="+", action="extend", default=[], metavar="IMG:MASK",
-                   help="optional binary mask PNG for a support image (default: on-device pseudo-mask)")
-    p.add_argument("--source", "--query", dest="source", nargs="+", action="extend", required=True, metavar="SRC",
-                   help="what to segment: image files, folders of images, globs ('photos/*.jpg'), videos, "
-                        "camera indices (0); mixed and repeatable")
-    p.add_argument("--out", default=None, metavar="DIR|X.png",
-                   help=f"output folder (default: a new numbered {RUNS_DIR}{os.sep}N), or a .png file name for "
-                        "the mask (the overlay goes next to it)")
-    p.add_argument("--conf", type=float, default=FG_THRESHOLD,
-                   help="foreground threshold: a pixel is labelled when its best class's probability is >= conf; "
-                        "CST: also the class presence threshold (TLG presence: > 0.1%% of the pixels labelled) "
-                        "(default: %(default)s)")
-    p.add_argument("--save-overlay", action=argparse.BooleanOptionalAction, default=True,
-                   help="write <name>_overlay.png, the query with the mask drawn on it")
-    p.add_argument("--save-json", action="store_true",
-                   help="write <name>.json per input: classes, presence scores, per-class boxes and areas, "
-                        "timings, bundle id")
-    p.add_argument("--raw-mask", action="store_true",
-                   help="write the raw class-index map (0 background, i = i-th class; looks black in viewers) "
-                        "instead of the viewable mask (0/255 for one class, a palette PNG for several)")
-    p.add_argument("--refine-steps", type=int, default=0,
-                   help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the "
-                        "predicted query mask, TLG its query pseudo-mask")
-    p.add_argument("--max-frames", type=int, default=None,
-                   help="at most this many frames of each video or camera (default: all; a camera runs until Ctrl-C)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
+    p.add_argument(
+        "--support",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="IMG:CLASS",
+        help="support image and the class it shows; repeat a class for K shots",
+    )
+    p.add_argument(
+        "--support-pack",
+        default=None,
+        metavar="PACK",
+        help="support pack from `edgefss support create` for this bundle, instead of --support",
+    )
+    p.add_argument(
+        "--support-mask",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="IMG:MASK",
+        help="optional binary mask PNG for a support image (default: on-device pseudo-mask)",
+    )
+    p.add_argument(
+        "--source",
+        "--query",
+        dest="source",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="SRC",
+        help="what to segment: image files, folders of images, globs ('photos/*.jpg'), videos, "
+        "camera indices (0); mixed and repeatable",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR|X.png",
+        help=f"output folder (default: a new numbered {RUNS_DIR}{os.sep}N), or a .png file name for "
+        "the mask (the overlay goes next to it)",
+    )
+    p.add_argument(
+        "--conf",
+        type=float,
+        default=FG_THRESHOLD,
+        help="foreground threshold: a pixel is labelled when its best class's probability is >= conf; "
+        "CST: also the class presence threshold (TLG presence: > 0.1%% of the pixels labelled) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--save-overlay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write <name>_overlay.png, the query with the mask drawn on it",
+    )
+    p.add_argument(
+        "--save-json",
+        action="store_true",
+        help="write <name>.json per input: classes, presence scores, per-class boxes and areas, "
+        "timings, bundle id",
+    )
+    p.add_argument(
+        "--raw-mask",
+        action="store_true",
+        help="write the raw class-index map (0 background, i = i-th class; looks black in viewers) "
+        "instead of the viewable mask (0/255 for one class, a palette PNG for several)",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="IMR-style refinement passes (0 = none): CST refines its support pseudo-masks with the "
+        "predicted query mask, TLG its query pseudo-mask",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="at most this many frames of each video or camera (default: all; a camera runs until Ctrl-C)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)"
+    )
     add_engine_arguments(p)
 
 
@@ -122,8 +174,15 @@ class OutputNamer:
     renamed -k on its own (the long-standing single-file behaviour).
     """
 
-    def __init__(self, folder: Path | None = None, file: Path | None = None, several: bool = True,
-                 inputs: dict | None = None, overlay: bool = True, json: bool = False):
+    def __init__(
+        self,
+        folder: Path | None = None,
+        file: Path | None = None,
+        several: bool = True,
+        inputs: dict | None = None,
+        overlay: bool = True,
+        json: bool = False,
+    ):
         self.folder, self.file, self.several = folder, file, several
         self.inputs, self.overlay, self.json = dict(inputs or {}), overlay, json
         self.taken: set = set()
@@ -138,8 +197,11 @@ class OutputNamer:
 
         notes = []
         if self.folder is not None:
-            kinds = {"mask": ".png", "overlay": "_overlay.png" if self.overlay else None,
-                     "json": ".json" if self.json else None}
+            kinds = {
+                "mask": ".png",
+                "overlay": "_overlay.png" if self.overlay else None,
+                "json": ".json" if self.json else None,
+            }
             k = 1
             while True:
                 stem = name if k == 1 else f"{name}-{k}"
@@ -155,9 +217,11 @@ class OutputNamer:
             return paths, notes
         out = self.file
         stem = f"{out.stem}_{name}" if self.several else out.stem
-        wants = {"mask": out.with_name(stem + out.suffix),
-                 "overlay": out.with_name(stem + "_overlay" + out.suffix) if self.overlay else None,
-                 "json": out.with_name(stem + ".json") if self.json else None}
+        wants = {
+            "mask": out.with_name(stem + out.suffix),
+            "overlay": out.with_name(stem + "_overlay" + out.suffix) if self.overlay else None,
+            "json": out.with_name(stem + ".json") if self.json else None,
+        }
         got = {}
         for kind, want in wants.items():
             if want is None:
@@ -171,7 +235,11 @@ class OutputNamer:
             check_not_input(cand, self.inputs)
             self.taken.add(_key(cand))
             if cand != want:
-                why = "exists" if os.path.lexists(want) and _key(want) not in self.taken else "is already an output of this run"
+                why = (
+                    "exists"
+                    if os.path.lexists(want) and _key(want) not in self.taken
+                    else "is already an output of this run"
+                )
                 notes.append(f"note: {label}: '{want}' {why}; writing '{cand}'")
             got[kind] = cand
         return got, notes
@@ -223,25 +291,45 @@ def _check_args(args) -> tuple[list, list, dict]:
 
 
 def _namer(args, sources, inputs: dict) -> OutputNamer:
+    from edgefss.app.stream import IMAGE_SUFFIXES
+
     several = len(sources) > 1 or any(s.kind != "image" for s in sources)
     if args.out is not None and Path(args.out).suffix.lower() == ".png":
-        return OutputNamer(file=Path(args.out), several=several, inputs=inputs,
-                           overlay=args.save_overlay, json=args.save_json)
-    if args.out is not None and Path(args.out).suffix and not Path(args.out).is_dir():
-        raise InputError(f"--out: '{args.out}' is neither a folder nor a .png file name; expected a folder "
-                         "(created if missing) or a mask file name ending in .png")
+        return OutputNamer(
+            file=Path(args.out),
+            several=several,
+            inputs=inputs,
+            overlay=args.save_overlay,
+            json=args.save_json,
+        )
+    if (
+        args.out is not None
+        and Path(args.out).suffix.lower() in (*IMAGE_SUFFIXES, ".json")
+        and not Path(args.out).is_dir()
+    ):
+        raise InputError(f"--out: '{args.out}' must end in .png (masks are PNG files), or name a folder")
     if args.out is not None and Path(args.out).is_file():
         raise InputError(f"--out: '{args.out}' is a file; expected a folder")
-    return OutputNamer(folder=Path(args.out) if args.out is not None else None, inputs=inputs,
-                       overlay=args.save_overlay, json=args.save_json)
+    return OutputNamer(
+        folder=Path(args.out) if args.out is not None else None,
+        inputs=inputs,
+        overlay=args.save_overlay,
+        json=args.save_json,
+    )
 
 
 def _progress(total, enabled: bool):
     from tqdm import tqdm
 
     # disable=None: drawn only when stderr is a terminal (logs and CI output stay clean)
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=None if enabled else True,
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        unit="img",
+        file=sys.stderr,
+        disable=None if enabled else True,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def run(args) -> int:
@@ -266,8 +354,11 @@ def run(args) -> int:
     namer = _namer(args, sources, inputs)
     # with --out, images are named before minutes of work (a refused name fails now); frames and
     # the default run folder's names as they come (that folder is new: nothing in it is taken)
-    planned = {i: namer.claim(s.stem, s.path) for i, s in enumerate(sources)
-               if s.kind == "image" and args.out is not None}
+    planned = {
+        i: namer.claim(s.stem, s.path)
+        for i, s in enumerate(sources)
+        if s.kind == "image" and args.out is not None
+    }
 
     seg = Segmenter.load(args.bundle, backend=args.backend, threads=args.threads, device=args.device)
     with flag_names(support_labels(images, masks)):
@@ -279,12 +370,20 @@ def run(args) -> int:
         namer.folder = next_run_dir()
     note = random_weights_note(seg.manifest)
     class_head = seg.manifest.get("model") == "cst"
-    bundle = {"path": str(args.bundle), "id": bundle_identity(seg.manifest), "model": seg.manifest.get("model"),
-              "precision": seg.manifest.get("precision"), "backend": args.backend or seg.manifest.get("backend"), "ops_path": seg.ops_path}
+    bundle = {
+        "path": str(args.bundle),
+        "id": bundle_identity(seg.manifest),
+        "model": seg.manifest.get("model"),
+        "precision": seg.manifest.get("precision"),
+        "backend": args.backend or seg.manifest.get("backend"),
+        "ops_path": seg.ops_path,
+    }
     counts = [frame_count(s) if s.kind != "camera" else None for s in sources]
     if args.max_frames is not None:
-        counts = [c if s.kind == "image" else (min(c, args.max_frames) if c else args.max_frames)
-                  for c, s in zip(counts, sources)]
+        counts = [
+            c if s.kind == "image" else (min(c, args.max_frames) if c else args.max_frames)
+            for c, s in zip(counts, sources)
+        ]
     total = None if any(c is None for c in counts) else sum(counts)
     done, t_start = 0, time.perf_counter()
     bar = _progress(total, not args.no_progress)
@@ -305,7 +404,13 @@ def run(args) -> int:
                     break
                 name, index, rgb = item
                 t_read = (time.perf_counter() - t0) * 1e3
-                label = s.path if index is None else f"{s.path}#{index}" if s.kind == "video" else f"camera {s.path}#{index}"
+                label = (
+                    s.path
+                    if index is None
+                    else f"{s.path}#{index}"
+                    if s.kind == "video"
+                    else f"camera {s.path}#{index}"
+                )
                 if index is None and i in planned:
                     paths, notes = planned.pop(i)
                 else:
@@ -318,20 +423,34 @@ def run(args) -> int:
                 img, pal = viewable_mask(pred.mask, len(pred.classes), args.raw_mask)
                 write_png_atomic(paths["mask"], img, rgb=False, palette=pal, what="--out")
                 if paths["overlay"] is not None:
-                    write_png_atomic(paths["overlay"], overlay(rgb, pred.mask, pred.classes, probs=pred.probs,
-                                                               note=note), what="--out (overlay)")
+                    write_png_atomic(
+                        paths["overlay"],
+                        overlay(rgb, pred.mask, pred.classes, probs=pred.probs, note=note),
+                        what="--out (overlay)",
+                    )
                 if paths["json"] is not None:
-                    doc = {"source": str(s.path) if s.kind != "camera" else f"camera {s.path}", "frame": index,
-                           "mask": paths["mask"].name,
-                           "overlay": paths["overlay"].name if paths["overlay"] is not None else None,
-                           "bundle": bundle, "random_weights": note is not None, "conf": args.conf,
-                           **prediction_json(pred, rgb.shape[1], rgb.shape[0])}
+                    doc = {
+                        "source": str(s.path) if s.kind != "camera" else f"camera {s.path}",
+                        "frame": index,
+                        "mask": paths["mask"].name,
+                        "overlay": paths["overlay"].name if paths["overlay"] is not None else None,
+                        "bundle": bundle,
+                        "random_weights": note is not None,
+                        "conf": args.conf,
+                        **prediction_json(pred, rgb.shape[1], rgb.shape[0]),
+                    }
                     doc["timings"] = {"read": round(t_read, 3), **doc["timings"]}
-                    write_bytes_atomic(paths["json"], (json.dumps(doc, indent=2) + "\n").encode(), what="--out (json)")
-                found = [f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok] or ["none"]
+                    write_bytes_atomic(
+                        paths["json"], (json.dumps(doc, indent=2) + "\n").encode(), what="--out (json)"
+                    )
+                found = [
+                    f"{c} ({p:.2f})" for c, p, ok in zip(pred.classes, pred.probs, pred.present) if ok
+                ] or ["none"]
                 written = ", ".join(str(p) for p in paths.values() if p is not None)
-                emit(f"{label}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms -> {written}"
-                     + (f"  [{note}]" if note else ""))
+                emit(
+                    f"{label}: present: {', '.join(found)}; {pred.timings['total']:.1f} ms -> {written}"
+                    + (f"  [{note}]" if note else "")
+                )
                 done += 1
                 bar.update(1)
     finally:

@@ -12,9 +12,9 @@ memory. Every error names the flag and the spec given. Torch-free.
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -62,8 +62,14 @@ def expand_sources(specs, flag: str = "--source") -> list[Source]:
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 vids = [p.name for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES]
-                hint = f"; it holds videos ({', '.join(sorted(vids)[:3])}): pass them as --source" if vids else ""
-                raise InputError(f"{flag}: folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
+                hint = (
+                    f"; it holds videos ({', '.join(sorted(vids)[:3])}): pass them as --source"
+                    if vids
+                    else ""
+                )
+                raise InputError(
+                    f"{flag}: folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"
+                )
             out += [Source("image", str(p), spec) for p in files]
         elif path.is_file():
             out.append(Source(_kind(path), str(path), spec))
@@ -75,8 +81,10 @@ def expand_sources(specs, flag: str = "--source") -> list[Source]:
                 raise InputError(f"{flag}: no image or video matches the pattern '{spec}'")
             out += [Source(_kind(p), str(p), spec) for p in files]
         else:
-            raise InputError(f"{flag}: '{spec}' not found; expected an image or video file, a folder of "
-                             "images, a glob such as 'photos/*.jpg' or a camera index (0, 1, ...)")
+            raise InputError(
+                f"{flag}: '{spec}' not found; expected an image or video file, a folder of "
+                "images, a glob such as 'photos/*.jpg' or a camera index (0, 1, ...)"
+            )
     return out
 
 
@@ -125,5 +133,7 @@ def frames(source: Source, max_frames: int | None = None, flag: str = "--source"
             yield f"{source.stem}_{n:06d}", n, np.ascontiguousarray(rgb)
             n += 1
         if n == 0:
-            raise InputError(f"{flag}: {desc} gave no frame; expected a readable video "
-                             "(is its codec supported by this OpenCV build?)")
+            raise InputError(
+                f"{flag}: {desc} gave no frame; expected a readable video "
+                "(is its codec supported by this OpenCV build?)"
+            )

@@ -41,7 +41,7 @@ def class_regions(mask: np.ndarray, label: int) -> dict:
 
 
 def prediction_json(pred, width: int, height: int) -> dict:
-    """Prediction (edgefss.runtime) -> {"classes", "width", "height", "results": [...], "timings", "ops_path"}.
+    """Prediction -> {"classes", "width", "height", "results": [...], "timings", "ops_path"}.
 
     results[i] = {"class", "label" (its value in the mask, i + 1), "score" (presence: CST class
     probability, TLG foreground area fraction), "present", **class_regions(mask, i + 1)}.
