@@ -12,7 +12,7 @@ import numpy as np
 
 from edgefss.errors import require
 from edgefss.runtime.visualize import overlay  # noqa: F401 (the one overlay, used by eval/runner.py)
-from edgefss.runtime.visualize import write_png as save_png  # noqa: F401 (atomic PNG write)
+from edgefss.fsio import write_png_atomic as save_png  # noqa: F401 (the one atomic PNG writer)
 
 
 def panel(tiles: Sequence[np.ndarray], titles: Sequence[str], height: int = 240) -> np.ndarray:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from edgefss.errors import InputError, require
@@ -90,25 +87,3 @@ def _legend(cv2, img: np.ndarray, classes, pal: np.ndarray, probs, note: str | N
             col = tuple(int(v) for v in pal[i + 1])
             cv2.rectangle(img, (pad, y), (pad + sw, y + sw), col, -1)
         cv2.putText(img, t, (2 * pad + sw, y + th + 1), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
-
-
-def write_png(path, image: np.ndarray, rgb: bool = True) -> Path:
-    """Write a PNG atomically (temp file next to it, then rename).
-
-    Args:
-        image: (H, W) uint8 label mask or (H, W, 3) uint8 RGB (rgb=True) image.
-    """
-    cv2 = require("cv2", "writing PNGs")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = image[:, :, ::-1] if (rgb and image.ndim == 3) else image
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
-    if not ok:
-        raise InputError(f"could not encode {image.shape} {image.dtype} as PNG for '{path}'")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
