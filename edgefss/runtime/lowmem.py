@@ -97,6 +97,16 @@ class FgProb:
         return fg_probability(self.seg_logits, self.groups, self.out_hw)
 
     def __getitem__(self, idx):
+        """fg[c] (an integer class index): only class c's (H, W) map, bit-identical to full()[c];
+        any other index goes through full()."""
+        if isinstance(idx, (int, np.integer)):
+            from edgefss.runtime.postprocess import fg_probability
+
+            n = len(self.groups)
+            if not -n <= idx < n:
+                raise IndexError(f"fg_prob: class index {idx} out of range for {n} classes")
+            shots = self.groups[idx]
+            return fg_probability(self.seg_logits[shots], [list(range(len(shots)))], self.out_hw)[0]
         return self.full()[idx]
 
     def __array__(self, dtype=None, copy=None):

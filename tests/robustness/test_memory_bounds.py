@@ -30,7 +30,11 @@ def test_banded_mask_equals_the_full_resolution_one(groups, hw):
         assert np.array_equal(mask, ref_mask)
         assert np.array_equal(area, ref_area)
     fg = FgProb(seg, groups, hw)
-    assert np.array_equal(fg.full(), p) and np.array_equal(np.asarray(fg), p) and np.array_equal(fg[0], p[0])
+    assert np.array_equal(fg.full(), p) and np.array_equal(np.asarray(fg), p)
+    for c in range(len(groups)):  # one class's map alone, bit-identical to its row of the full maps
+        assert np.array_equal(fg[c], p[c]) and np.array_equal(fg[np.int64(c) - len(groups)], p[c])
+    with pytest.raises(IndexError):
+        fg[len(groups)]
     assert fg.shape == p.shape
     assert FgProb(seg, groups, hw).low().shape == (len(groups), 25, 25)
 
