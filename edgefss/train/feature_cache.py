@@ -70,6 +70,8 @@ class CachedEncoder:
                     self.bytes += _nbytes(part)
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
+        if len(todo) == len(keys):
+            return out  # nothing from the cache: the encoder's batch as it is, no second copy
         return _cat([fresh[k] if k in fresh else self.store[k] for k in keys])
 
 
