@@ -137,6 +137,12 @@ def add_engine_arguments(p, default_help: str = "the bundle's backend") -> None:
     )
 
 
+BACKBONE_WEIGHTS_HELP = (
+    "backbone weights: torchvision ImageNet resnet50-19c8e357.pth (tlg) / vgg16-397923af.pth (tlg_vgg16), or "
+    "DINO dino_deitsmall8_300ep_pretrain.pth (cst) (default: random init unless --checkpoint holds them)"
+)
+
+
 # ----------------------------------------------------------------------------- errors naming flags
 def support_labels(images: list, masks: dict) -> dict:
     """{Python argument name: CLI label} for Segmenter.set_support's errors: 'images[1]' ->

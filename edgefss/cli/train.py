@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgefss.cli._args import BACKBONE_WEIGHTS_HELP
+
 
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, choices=["cst", "tlg", "tlg_vgg16"], help="model whose head is trained")
@@ -15,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--sup", choices=["pseudo", "mask"], default=None,
                    help="seg target: backbone pseudo-mask (CST default, weak) or pixel GT (TLG default)")
     p.add_argument("--checkpoint", default=None, help="initial weights (official or edgefss checkpoint)")
+    p.add_argument("--backbone-weights", default=None, metavar="PTH",
+                   help=BACKBONE_WEIGHTS_HELP + "; loaded after --checkpoint")
     p.add_argument("--clip-checkpoint", default=None, help="CLIP .pt for TLG's text table")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -28,7 +32,8 @@ def run(args) -> int:
 
     cfg = TrainCfg(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
                    episodes_per_epoch=args.episodes, batch_size=args.batch_size, lr=args.lr,
-                   imgsz=args.imgsz, sup=args.sup, checkpoint=args.checkpoint, resume=not args.no_resume,
+                   imgsz=args.imgsz, sup=args.sup, checkpoint=args.checkpoint,
+                   backbone_checkpoint=args.backbone_weights, resume=not args.no_resume,
                    seed=args.seed, clip_checkpoint=args.clip_checkpoint,
                    feature_cache_mb=args.cache_mb)
     records = find_records(args.data)

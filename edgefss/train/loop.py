@@ -37,6 +37,7 @@ class TrainCfg:
     imgsz: int = 400
     sup: str | None = None  # None: 'pseudo' for CST (weak), 'mask' for TLG (base-class GT)
     checkpoint: str | None = None  # initial weights (official or edgefss)
+    backbone_checkpoint: str | None = None  # ImageNet/DINO backbone weights (torchvision .pth, DINO .pth)
     resume: bool = True
     seed: int = 0
     clip_checkpoint: str | None = None
@@ -104,7 +105,8 @@ def train(cfg: TrainCfg, records) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
-    model = build_model(cfg.model, checkpoint=cfg.checkpoint, imgsz=cfg.imgsz)
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, imgsz=cfg.imgsz,
+                        **({"backbone_checkpoint": cfg.backbone_checkpoint} if cfg.backbone_checkpoint else {}))
     model.train()
     # Frozen backbones keep their eval-mode BatchNorm statistics (the paper freezes them).
     if hasattr(model, "backbone"):
