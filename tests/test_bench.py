@@ -206,3 +206,30 @@ def test_quick_smoke_runs_the_real_models(tmp_path):
     assert base["query_ms"]["p50"] > 0 and base["params_m"] > 1 and base["backbone_gmacs"] > 0
     ort = rows[1]
     assert ort["status"] == "ok" and ort["export_s"] > 0 and ort["export_peak_rss_mb"] > 50, ort
+
+
+def test_worker_stream_row_on_a_bundle(tmp_path):
+    """A bundle row times predict_stream on a second Segmenter (threads split between the stages)
+    next to the single query; the table shows its frames/s and its ratio to the query rate."""
+    from test_runtime import build_tiny_bundle
+
+    b = build_tiny_bundle(tmp_path / "cst", "cst")
+    cfg = dict(model="cst", backend="onnxruntime", precision="fp32", size=32, threads=2, warmup=1, shots=[1],
+               queries=2, bundle=str(b), stream_frames=3)
+    reqs = [{"op": "load", "cfg": cfg}, {"op": "round"}, {"op": "round"}, {"op": "finish"}]
+    out = io.StringIO()
+    W.serve(io.StringIO("".join(json.dumps(q) + "\n" for q in reqs)), out)
+    load, r1, r2, fin = [json.loads(ln) for ln in out.getvalue().splitlines()]
+    assert load["status"] == "ok" and load["stream_threads"] == 1 and load["stream_frames"] == 3
+    assert r1["stream_frame"] > 0 and r2["stream_frame"] > 0
+    assert fin["status"] == "ok" and fin["stream_peak_rss_mb"] >= fin["peak_rss_mb"] > 10
+    row = {"model": "cst", "backend": "onnxruntime", "precision": "fp32", "size": 32, "status": "ok"}
+    smp = {k: [r1[k], r2[k]] for k in ("support_1shot", "query_first", "episode", "query", "stream_frame")}
+    smp.update(encode=[], support_kshot=[])
+    E.summarize_row(row, smp, 2, _args(["--shots", "1"]))
+    assert row["stream_fps"] == pytest.approx(1e3 / row["stream_frame_ms"]["p50"])
+    assert row["stream_vs_query"] == pytest.approx(row["stream_fps"] / row["fps"])
+    header, _, line = R.format_table([row]).splitlines()
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[R.COLUMNS.index("Stream FPS")] == f"{row['stream_fps']:.2f}"
+    assert cells[R.COLUMNS.index("×query")] == f"{row['stream_vs_query']:.2f}"

@@ -68,6 +68,9 @@ def add_arguments(p) -> None:
     p.add_argument("--stable-tol", type=float, default=0.02,
                    help="stop when dropping the last 2 rounds moves every median by at most this (default 0.02)")
     p.add_argument("--queries", type=int, default=None, help="query images used for agreement")
+    p.add_argument("--stream-frames", type=int, default=4,
+                   help="frames per round through Segmenter.predict_stream, on a second Segmenter with the "
+                        "threads split between its two stages (bundle rows; 0 = no stream column)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="time budget; groups not started in time are 'skipped', rounds stop at their share")
     p.add_argument("--ops", default="auto", choices=("auto", "graph", "native", "reference"),
@@ -252,7 +255,7 @@ def measure_group(rows: list[dict], cfgs: list[dict], args, env: dict, out: Path
         row.update(res)
         if res.get("status") == "ok":
             live.append((row, cfg, w, {k: [] for k in ("support_1shot", "query_first", "episode", "query",
-                                                       "encode", "support_kshot")}))
+                                                       "encode", "support_kshot", "stream_frame")}))
         else:
             w.close()
     rounds = 0
@@ -281,6 +284,8 @@ def measure_group(rows: list[dict], cfgs: list[dict], args, env: dict, out: Path
         if row.get("status") == "ok":
             fin = w.ask({"op": "finish", "masks_out": cfg["masks_out"]}, CALL_TIMEOUT_S)
             row["peak_rss_mb"] = fin.get("peak_rss_mb")
+            if fin.get("stream_peak_rss_mb") is not None:
+                row["stream_peak_rss_mb"] = fin["stream_peak_rss_mb"]
             if fin.get("peak_gpu_mib") is not None:
                 row["peak_gpu_mib"] = fin["peak_gpu_mib"]
             if fin.get("status") != "ok":
@@ -300,6 +305,11 @@ def summarize_row(row: dict, smp: dict, rounds: int, args) -> None:
     row["episode_ms"] = summarize(smp["episode"])
     row["encode_ms"] = float(np.median(smp["encode"])) if smp["encode"] else None
     row["fps"] = 1e3 / row["query_ms"]["p50"]
+    if smp.get("stream_frame"):
+        # frames/s of predict_stream next to the single-query rate, both from the same rounds
+        row["stream_frame_ms"] = summarize(smp["stream_frame"])
+        row["stream_fps"] = 1e3 / row["stream_frame_ms"]["p50"]
+        row["stream_vs_query"] = row["stream_fps"] / row["fps"]
     row["stable"] = is_stable(smp["query"], args.stable_tol) and is_stable(smp["episode"], args.stable_tol)
     checks = {}
     for k in ("query", "episode"):
@@ -432,7 +442,8 @@ def run(args, log=print) -> int:
             masks_out.parent.mkdir(parents=True, exist_ok=True)
             cfg = dict(model=r["model"], backend=r["backend"], precision=r["precision"], size=r["size"],
                        threads=args.threads, warmup=args.warmup, shots=args.shots, queries=args.queries,
-                       checkpoint=ckpt, ops=args.ops, masks_out=str(masks_out))
+                       checkpoint=ckpt, ops=args.ops, masks_out=str(masks_out),
+                       stream_frames=getattr(args, "stream_frames", 0))
             if r["backend"] not in ("torch", "fake"):
                 r.update(bundle_for(r, out, env, max(600.0, left), ckpt))
                 if "bundle" not in r:
@@ -473,7 +484,7 @@ def run(args, log=print) -> int:
         log(ln)
     res = {"machine": m, "mode": args.mode, "settings": {k: getattr(args, k) for k in
            ("models", "backends", "precisions", "sizes", "shots", "threads", "warmup", "min_rounds", "max_rounds",
-            "stable_tol", "queries", "budget_s", "ops")},
+            "stable_tol", "queries", "budget_s", "ops", "stream_frames")},
            "rows": rows, "notes": notes, "seconds": time.perf_counter() - t0, "columns": R.COLUMN_NOTES}
     R.write_json(out / "latency.json", res)
     R.write_csv(out / "latency.csv", rows)

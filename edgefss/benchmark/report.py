@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ["Model", "Backend", "Precision", "Size", "Support ms", "Query p50", "Query p90", "Episode p50",
-           "Spread %", "FPS", "×torch", "Agreement", "Export s", "Export MB", "Runs agree"]
+           "Spread %", "FPS", "Stream FPS", "×query", "×torch", "Agreement", "Export s", "Export MB",
+           "Runs agree"]
 COLUMN_NOTES = (
     "Support ms = set_support p50 (1-shot / K-shot); Query = predict with the support cached (p50 / p90 ms); "
     "Episode = set_support(1 shot) + the predict after it (p50 ms); Spread % = (p90 - p10) / p50 of the query; "
-    "FPS = 1000 / Query p50; ×torch = torch-eager-FP32 query p50 / this query p50 (same interleaved rounds); "
+    "FPS = 1000 / Query p50; Stream FPS = frames/s of Segmenter.predict_stream (encoder of frame t+1 beside the "
+    "head of frame t, the same threads split between the two stages), ×query = Stream FPS / FPS; ×torch = torch-eager-FP32 query p50 / this query p50 (same interleaved rounds); "
     "Agreement = share of query pixels with the baseline's label; Export s / MB = export wall time and peak RSS "
     "of the export process (cached: from the run that made the bundle); Runs agree = the first and second half "
     "of the rounds agree within 10 % on query and episode p50, and no query is slower than its episode.")
@@ -40,7 +42,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
                _fmt(r.get("export_peak_rss_mb"), 0)] if r.get("backend") not in ("torch", "fake") else ["", ""]
         if r.get("status") != "ok":
             out.append([r["model"], r["backend"], r["precision"], str(r["size"]), r.get("status", "?")]
-                       + [""] * 7 + exp + [""])
+                       + [""] * 9 + exp + [""])
             continue
         k = next((key for key in r if key.startswith("support_") and key.endswith("shot_ms")
                   and key != "support_1shot_ms"), None)
@@ -49,7 +51,8 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             r["model"], r["backend"], r["precision"], str(r["size"]),
             f"{_fmt(_p50(r['support_1shot_ms']))} / {_fmt(_p50(r.get(k))) if k else '-'}",
             _fmt(_p50(q)), _fmt(q.get("p90")), _fmt(_p50(r["episode_ms"])), _fmt(q.get("spread_pct"), 0),
-            _fmt(r.get("fps"), 2), _fmt(r.get("speedup_vs_torch"), 2), _fmt(r.get("agreement"), 4), *exp,
+            _fmt(r.get("fps"), 2), _fmt(r.get("stream_fps"), 2), _fmt(r.get("stream_vs_query"), 2),
+            _fmt(r.get("speedup_vs_torch"), 2), _fmt(r.get("agreement"), 4), *exp,
             {True: "yes", False: "NO"}.get(r.get("trusted"), "-"),
         ])
     return out

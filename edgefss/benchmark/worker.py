@@ -133,10 +133,44 @@ class Runner:
                 pass
         self.shots = max(cfg["shots"])
         self.sup, self.masks, self.queries, self.cls, self.source = bench_images(self.shots, cfg["queries"])
+        self.stream, self.stream_frames = None, []
         # Warm-up: first calls allocate arenas, compile kernels, page weights in; every shape the
         # rounds use (1-shot support, query, the larger support batch) runs here first.
         for _ in range(max(1, cfg["warmup"])):
             self.round(shots5=self.shots > 1)
+        self.single_peak_rss_mb = peak_rss_mb()  # before the stream's engines are loaded
+        if cfg.get("stream_frames") and cfg["backend"] not in ("torch", "fake"):
+            self._load_stream(cfg)
+
+    def _load_stream(self, cfg: dict) -> None:
+        """A second Segmenter on the same bundle for `predict_stream`: the same thread budget split
+        between its two stages (threads // 2 each, runtime/stream.py), so the stream row uses the
+        cores the single-query rows use."""
+        from edgefss.runtime import Segmenter
+        from edgefss.runtime.stream import can_overlap
+
+        import warnings
+
+        self.stream_threads = max(1, int(cfg["threads"]) // 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first load already said it (random weights, gate)
+            self.stream = Segmenter.load(cfg["bundle"], backend=cfg["backend"], threads=self.stream_threads,
+                                         ops=cfg.get("ops", "auto"))
+        self.stream.set_support(self.sup[:1], [self.cls])
+        n = int(cfg["stream_frames"])
+        self.stream_frames = [self.queries[i % len(self.queries)] for i in range(n)]
+        self.stream_overlap = can_overlap(self.stream_threads, getattr(self.stream.backend, "device", "cpu"))[0]
+        self.stream_round()  # warm-up
+
+    def stream_round(self) -> float:
+        """ms per frame of `predict_stream` over the stream frames (the pipeline filled and drained)."""
+        import warnings
+
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a sequential fallback is reported as stream_overlap = False
+            n = sum(1 for _ in self.stream.predict_stream(self.stream_frames))
+        return _ms(t, time.perf_counter()) / n
 
     def round(self, shots5: bool = False) -> dict:
         """One sample of each timing, in ms.
@@ -160,6 +194,8 @@ class Runner:
             t = time.perf_counter()
             p.set_support(self.sup[:self.shots], [self.cls] * self.shots)
             out["support_kshot"] = _ms(t, time.perf_counter())
+        if self.stream is not None:
+            out["stream_frame"] = self.stream_round()
         return out
 
     def save_masks(self, path: str) -> None:
@@ -167,9 +203,13 @@ class Runner:
         np.savez_compressed(path, *[np.asarray(self.pred.predict(q).mask, np.uint8) for q in self.queries])
 
     def describe(self) -> dict:
-        return {"status": "ok", "load_s": self.load_s, "inputs": self.source,
-                # which implementation ran the head's correlation: the runtime's choice, or torch's own ops
-                "ops_path": getattr(self.pred, "ops_path", "torch (in-model)"), **self.extra}
+        d = {"status": "ok", "load_s": self.load_s, "inputs": self.source,
+             # which implementation ran the head's correlation: the runtime's choice, or torch's own ops
+             "ops_path": getattr(self.pred, "ops_path", "torch (in-model)"), **self.extra}
+        if self.stream is not None:
+            d.update(stream_threads=self.stream_threads, stream_overlap=self.stream_overlap,
+                     stream_frames=len(self.stream_frames))
+        return d
 
 
 def _error(exc: BaseException) -> dict:
@@ -192,7 +232,10 @@ def serve(inp=sys.stdin, out=None) -> int:
             elif req["op"] == "finish":
                 if req.get("masks_out"):
                     runner.save_masks(req["masks_out"])
-                res = {"status": "ok", "peak_rss_mb": peak_rss_mb()}
+                # the configuration's own peak; with a stream, the process's peak (both engine sets) apart
+                res = {"status": "ok", "peak_rss_mb": runner.single_peak_rss_mb if runner.stream else peak_rss_mb()}
+                if runner.stream is not None:
+                    res["stream_peak_rss_mb"] = peak_rss_mb()
                 if runner.gpu_mem is not None:
                     runner.gpu_mem.__exit__(None, None, None)
                     res["peak_gpu_mib"] = runner.gpu_mem.peak_mib

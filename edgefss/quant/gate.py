@@ -147,9 +147,56 @@ class GateResult:
         return text
 
 
+class GateAccumulator:
+    """The gate's figures reduced episode by episode (the outputs of one episode are dropped
+    once added: a CST episode's encoder outputs alone are ~50 MB per engine at 400 px).
+
+    add(fp32 outputs, reduced outputs, fp32 mask, reduced mask) per episode, then result().
+    """
+
+    def __init__(self):
+        self.ious, self.keep, self.fg = [], [], []
+        self.cos: dict = {}
+        self.corr: dict = {}
+        self.kept: dict = {}
+
+    def add(self, fo: dict, io: dict, fm: np.ndarray, tm: np.ndarray) -> None:
+        """One episode: {output name: array} of both engines (head outputs prefixed "head.") and
+        their (B,h,w) bool query masks."""
+        if informative(fm):
+            self.keep.append(len(self.ious))
+        self.ious.append(mask_iou(fm, tm))
+        self.fg.append(float(np.mean(fm)))
+        for k in fo:
+            self.cos[k] = min(self.cos.get(k, 1.0), cosine(fo[k], io[k]))
+        self.add_margins(fo, io)
+
+    def add_margins(self, fo: dict, io: dict) -> None:
+        """The margin figures of one episode (see `margin_figures`)."""
+        for k in fo:
+            a, b = np.asarray(fo[k], np.float64), np.asarray(io[k], np.float64)
+            if not k.startswith("head.") or a.ndim < 2 or a.shape[1] != 2 or a.shape != b.shape:
+                continue
+            ma, mb = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
+            if a.ndim == 2:
+                self.kept.setdefault(k, []).extend((np.sign(ma) == np.sign(mb)).tolist())
+            else:
+                self.corr[k] = min(self.corr.get(k, 1.0), pearson(ma, mb))
+
+    def margins(self) -> tuple[dict, dict]:
+        return dict(self.corr), {k: float(np.mean(v)) for k, v in self.kept.items()}
+
+    def result(self, threshold: float, precision: str = "int8", device: str | None = None) -> GateResult:
+        fg = float(np.mean(self.fg)) if self.fg else 0.0
+        margin, presence = self.margins()
+        agree = float(np.mean([self.ious[i] for i in self.keep])) if self.keep else None
+        return GateResult(agree, dict(self.cos), threshold, len(self.ious), list(self.ious), list(self.keep), fg,
+                          margin, presence, precision, device)
+
+
 def agreement(fp32_outs: list, test_outs: list, fp32_masks: list, test_masks: list, threshold: float,
               precision: str = "int8", device: str | None = None) -> GateResult:
-    """Judge per-episode outputs.
+    """Judge per-episode outputs (all episodes at once; `GateAccumulator` takes them one by one).
 
     Args:
         fp32_outs, test_outs: lists (one per episode) of {output name: array} (encoder + head;
@@ -158,16 +205,10 @@ def agreement(fp32_outs: list, test_outs: list, fp32_masks: list, test_masks: li
         threshold: minimum mean mask IoU over the informative episodes.
         precision, device: recorded in the result.
     """
-    ious = [mask_iou(a, b) for a, b in zip(fp32_masks, test_masks)]
-    keep = [i for i, m in enumerate(fp32_masks) if informative(m)]
-    cos: dict = {}
-    for fo, io in zip(fp32_outs, test_outs):
-        for k in fo:
-            cos[k] = min(cos.get(k, 1.0), cosine(fo[k], io[k]))
-    fg = float(np.mean([np.mean(m) for m in fp32_masks])) if fp32_masks else 0.0
-    margin, presence = margin_figures(fp32_outs, test_outs)
-    agree = float(np.mean([ious[i] for i in keep])) if keep else None
-    return GateResult(agree, cos, threshold, len(ious), ious, keep, fg, margin, presence, precision, device)
+    acc = GateAccumulator()
+    for fo, io, fm, tm in zip(fp32_outs, test_outs, fp32_masks, test_masks):
+        acc.add(fo, io, fm, tm)
+    return acc.result(threshold, precision=precision, device=device)
 
 
 def margin_figures(fp32_outs: list, test_outs: list) -> tuple[dict, dict]:
@@ -175,19 +216,10 @@ def margin_figures(fp32_outs: list, test_outs: list) -> tuple[dict, dict]:
     min over episodes of the Pearson r of the fg-bg margins (seg outputs), and the share of
     margin signs (presence decisions) the reduced model keeps (class outputs).
     Returns (margin_corr, presence)."""
-    corr: dict = {}
-    kept: dict = {}
+    acc = GateAccumulator()
     for fo, io in zip(fp32_outs, test_outs):
-        for k in fo:
-            a, b = np.asarray(fo[k], np.float64), np.asarray(io[k], np.float64)
-            if not k.startswith("head.") or a.ndim < 2 or a.shape[1] != 2 or a.shape != b.shape:
-                continue
-            ma, mb = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
-            if a.ndim == 2:
-                kept.setdefault(k, []).extend((np.sign(ma) == np.sign(mb)).tolist())
-            else:
-                corr[k] = min(corr.get(k, 1.0), pearson(ma, mb))
-    return corr, {k: float(np.mean(v)) for k, v in kept.items()}
+        acc.add_margins(fo, io)
+    return acc.margins()
 
 
 def node_groups(model, depth: int = 3) -> dict:

@@ -12,14 +12,15 @@ class FeedReader:
     several passes (e.g. the sensitivity re-quantizations) and batched calibrators.
 
     Args:
-        feeds: list of {input name: float32 array}.
+        feeds: a sequence of {input name: float32 array}: a list, or `pipeline.LazyFeeds`, which
+            makes each sample when it is read (kept as given: never copied into a list).
         progress: label of the tqdm bar shown while ORT consumes the feeds ('' = no bar).
     """
 
-    def __init__(self, feeds: list, progress: str = ""):
-        if not feeds:
+    def __init__(self, feeds, progress: str = ""):
+        if len(feeds) == 0:
             raise InputError("calibration: no samples; expected at least one episode")
-        self.feeds = list(feeds)
+        self.feeds = feeds
         self.progress = progress
         self.start, self.end = 0, len(self.feeds)
         self._bar = None
