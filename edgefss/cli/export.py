@@ -38,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse an INT8/FP16 bundle whose accuracy gate is uninformative (all-background or "
                         "all-foreground FP32 masks, e.g. random weights)")
     p.add_argument("--clip-checkpoint", default=None, help="CLIP ViT-B/32 weights for the TLG text table")
+    p.add_argument("--clip-bpe", default=None, metavar="FILE",
+                   help="CLIP merges file bpe_simple_vocab_16e6.txt.gz (default: $EDGEFSS_CLIP_BPE or an installed "
+                        "open_clip/clip; it ships inside the open_clip_torch wheel)")
+    p.add_argument("--text-encoder", nargs="?", const="fp32", choices=["fp32", "int8"], default=None,
+                   help="TLG: also export the CLIP text tower (fp32 by default, or int8 with its gate) so any class "
+                        "name works on the device (docs/open_vocabulary.md); needs --clip-checkpoint")
     p.add_argument("--calib-episodes", type=int, default=None, help="calibration episodes (default 24)")
     p.add_argument("--gate-episodes", type=int, default=None, help="held-out episodes for the accuracy gate (default 8)")
     p.add_argument("--verify-episodes", type=int, default=None, help="real episodes for the FP32 check (default 2)")
@@ -70,5 +76,6 @@ def run(args) -> int:
            fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force, strict=args.strict,
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
-           shots=args.shots, workspace=args.workspace, target_isa=args.target_isa)
+           shots=args.shots, workspace=args.workspace, target_isa=args.target_isa,
+           text_encoder=args.text_encoder, clip_bpe=args.clip_bpe)
     return 0

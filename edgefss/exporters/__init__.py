@@ -15,7 +15,7 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
            out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
-           workspace=None, target_isa=None, log=print) -> Path:
+           workspace=None, target_isa=None, text_encoder=None, clip_bpe=None, log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -34,6 +34,10 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
         workspace: TensorRT engine build memory cap in MiB (default 1024: fits an Orin Nano 8 GB).
         target_isa: onnxruntime INT8 only: the CPU instruction set its QDQ format is chosen for
             (edgefss.quant.ort_int8.ISA_FORMAT; None = this machine's).
+        text_encoder: TLG: also export the CLIP text tower ('fp32' | 'int8', needs clip_checkpoint), so
+            any class name works on the device (exporters/text_graph.py, docs/open_vocabulary.md).
+        clip_bpe: the CLIP merges file (bpe_simple_vocab_16e6.txt.gz); None = $EDGEFSS_CLIP_BPE or an
+            installed open_clip/clip.
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -47,5 +51,6 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
                    imgsz=imgsz, out=out, target=target, force=force, strict=strict, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
-                   sensitivity=sensitivity, workspace=workspace, target_isa=target_isa)
+                   sensitivity=sensitivity, workspace=workspace, target_isa=target_isa,
+                   text_encoder=text_encoder, clip_bpe=clip_bpe)
     return run_export(opts, log=log)

@@ -42,6 +42,8 @@ class ExportOptions:
     shots: int = 1
     target_isa: str | None = None  # onnxruntime INT8: the CPU the QDQ format is chosen for (None: this one)
     workspace: int | None = None  # TensorRT engine build memory cap in MiB (None: edgefss.trt_cache default, 1024)
+    text_encoder: str | None = None  # TLG: also export the CLIP text tower, 'fp32' | 'int8' (exporters/text_graph.py)
+    clip_bpe: str | None = None  # CLIP merges file bpe_simple_vocab_16e6.txt.gz (None: tokenizer.find_bpe_file)
 
     @property
     def precision(self) -> str:
@@ -135,6 +137,17 @@ def validate(o: ExportOptions) -> None:
         raise InputError(f"--calib '{o.calib}' is not a directory; expected a folder of calibration images")
     if o.clip_checkpoint is not None and o.model != "tlg":
         raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
+    if o.text_encoder is not None:  # exporters/text_graph.py
+        if o.model != "tlg":
+            raise InputError("--text-encoder only applies to --model tlg (CST's pseudo-mask is class-agnostic)")
+        if o.text_encoder not in ("fp32", "int8"):
+            raise InputError(f"--text-encoder {o.text_encoder!r}; expected 'fp32' or 'int8'")
+        if o.clip_checkpoint is None:
+            raise InputError("--text-encoder exports the CLIP text tower from --clip-checkpoint (ViT-B-32.pt); "
+                             "pass it")
+    if o.clip_bpe is not None and (o.clip_checkpoint is None or not Path(o.clip_bpe).is_file()):
+        raise InputError(f"--clip-bpe '{o.clip_bpe}': expected the CLIP merges file (bpe_simple_vocab_16e6.txt.gz), "
+                         "used with --clip-checkpoint")
     if o.target_isa is not None:
         from edgefss.quant.ort_int8 import ISA_FORMAT
 

@@ -348,6 +348,13 @@ class Segmenter:
         text = getattr(self.adapter, "text", None)
         return None if text is None else [str(c) for c in text.classes]
 
+    def vocabulary(self):
+        """text_encoder.Vocabulary: any_name (CST, or TLG with the CLIP text tower), the table's
+        names, the tower's precision (runtime/text_encoder.py)."""
+        from edgefss.runtime.text_encoder import describe
+
+        return describe(self.manifest, getattr(self.adapter, "text", None), self.bundle_dir)
+
     def reset_support(self) -> None:
         """Drop the cached support set; predict raises StateError until set_support is called."""
         with self._lock:

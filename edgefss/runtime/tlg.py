@@ -55,15 +55,11 @@ class TLGAdapter(Adapter):
         self.text = text if text is not None else self.load_text_table(manifest, bundle_dir)
 
     def load_text_table(self, manifest: dict, bundle_dir):
-        """The class text rows (`index`, `lookup`): the bundle's text_table.npz."""
-        from pathlib import Path
+        """The class text rows (`index`, `lookup`): the bundle's text_table.npz, plus its CLIP text
+        tower when exported with --text-encoder (any name; runtime/text_encoder.py)."""
+        from edgefss.runtime.text_encoder import open_vocabulary
 
-        from edgefss.text.table import TextTable
-
-        tt = (manifest.get("text_table") or {}).get("file", "text_table.npz")
-        if tt not in manifest.get("files", {}):
-            raise BundleError(f"bundle: '{bundle_dir}' is a TLG bundle without its text table '{tt}'")
-        return TextTable.load(Path(bundle_dir) / tt)
+        return open_vocabulary(manifest, bundle_dir)
 
     def check_classes(self, class_names):
         for c in class_names:

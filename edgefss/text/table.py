@@ -75,8 +75,7 @@ class TextTable:
         names = self.classes.tolist()
         if n in names:
             return names.index(n)
-        close = difflib.get_close_matches(n, names, n=5, cutoff=0.6)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        hint = close_matches_hint(n, names)
         raise InputError(
             f"class name {class_name!r} is not in the text table ({len(names)} classes){hint} "
             "Rebuild the table with this class: build_text_table(class_names=[...])."
@@ -146,6 +145,12 @@ class TextTable:
         if problem:
             raise BundleError(f"text table '{path}': {problem}")
         return table
+
+
+def close_matches_hint(name: str, names: list) -> str:
+    """'; did you mean: a, b?' for up to 5 names close to `name` (canonical), or ''."""
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    return f"; did you mean: {', '.join(close)}?" if close else ""
 
 
 def _problem(t: TextTable) -> str | None:
