@@ -2,7 +2,7 @@
 
     edgefss label --teacher diffews --checkpoint RELEASE/unet --vae SD21_DIR \
         --support dog1.jpg:dog [--support-mask dog1.jpg:dog1.png] --images DIR --out LABELS
-    edgefss train --model cst --data LABELS          # distil into an edge model
+    edgefss train --model cst --sup mask --data LABELS   # distil the teacher masks into an edge model
 
 Supports without --support-mask get the CST on-device pseudo-mask (class names alone). The
 output (index.csv + masks/<class>/<stem>.png + label_manifest.json) is the layout `edgefss train`
@@ -71,5 +71,5 @@ def run(args) -> int:
     pseudo = PseudoMasker(args.cst_checkpoint, args.dino_checkpoint, args.cst_imgsz) if need_pseudo else None
     res = label(DiffewSTeacher(model), supports, args.images, args.out, meta, pseudo=pseudo,
                 progress=not args.no_progress)
-    print(f"[label] next: edgefss train --model cst --data {res['out']}")
+    print(f"[label] next: edgefss train --model cst --sup mask --data {res['out']}")
     return 0

@@ -1,0 +1,84 @@
+"""`edgefss label` (tiny DiffewS teacher) -> `edgefss train --data` -> `edgefss export`, on shared images.
+
+The label folder must be the layout train and eval read (index.csv), resumable, refuse foreign or
+differently-made folders, and take the CST pseudo-mask for a support given without a mask."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from edgefss.cli import main  # noqa: E402
+
+TINY = ["--config", "tiny", "--imgsz", "64", "--cst-imgsz", "64", "--no-progress"]
+
+
+@pytest.fixture
+def dog(shared_data, tmp_path):
+    d = shared_data / "davis2016_val_subset" / "dog"
+    imgs = sorted((d / "images").iterdir())
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in imgs[2:6]:
+        os.symlink(p, folder / p.name)  # the shared data is read, never copied
+    sup = ["--support", f"{imgs[0]}:dog", f"{imgs[1]}:dog", "--support-mask", f"{imgs[0]}:{d / 'masks' / '00000.png'}"]
+    return folder, sup, [p.name for p in imgs[2:6]]
+
+
+@pytest.mark.slow  # label + train + export: ~50 s on the shared 2-core machine
+def test_label_train_export_chain(dog, tmp_path, capsys):
+    from edgefss.eval.datasets import detect_kind, load_dataset
+    from edgefss.train.records import find_records
+
+    folder, sup, names = dog
+    out = tmp_path / "labels"
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 0
+    man = json.loads((out / "label_manifest.json").read_text())
+    assert man["teacher"] == "diffews" and man["thresholds"] == {"r_threshold": 0.25, "cst_pseudo_threshold": 0.4}
+    assert [s["mask"] for s in man["supports"]][1] == "cst-pseudo-mask"  # no --support-mask: CST pseudo-mask
+    recs = find_records(out)  # what `edgefss train --data` reads
+    assert sorted(os.path.basename(r.image) for r in recs) == sorted(names) and {r.cls for r in recs} == {"dog"}
+    for r in recs:
+        m = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(r.mask))
+        assert m.shape == (480, 854) and set(np.unique(m)) <= {0, 255}  # the image's own size, 0/255
+    assert detect_kind(out) == "coco_tiny" and len(load_dataset(out)) == 4  # and `edgefss eval --data`
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cst", "--sup", "mask", "--data", str(out), "--imgsz", "64", "--epochs", "1",
+                 "--episodes", "4", "--batch-size", "2", "--out", str(run), "--cache-mb", "64"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--model", "cst", "--checkpoint", str(run / "model.pt"), "--imgsz", "64",
+                 "--out", str(bundle), "--verify-episodes", "1"]) == 0
+    bm = json.loads((bundle / "manifest.json").read_text())
+    assert bm["weights"]["checkpoint"] == str(run / "model.pt") and bm["verification"]["onnxruntime_fp32"]["passed"]
+
+
+def test_label_resumes_and_refuses_other_folders(dog, tmp_path, capsys):
+    folder, sup, names = dog
+    out = tmp_path / "labels"
+    sup = sup[:2] + sup[3:]  # one masked support: no CST needed
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 0
+    first = {p.name: p.read_bytes() for p in (out / "masks" / "dog").iterdir()}
+    assert sorted(first) == sorted(n.replace(".jpg", ".png") for n in names)
+    (out / "masks" / "dog" / sorted(first)[0]).unlink()
+    capsys.readouterr()
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 0
+    assert "1 masks written, 3 already there" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (out / "masks" / "dog").iterdir()} == first  # same teacher, same masks
+    # other settings than the manifest's: refused, nothing touched
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY, "--r-threshold", "0.5"]) == 1
+    assert "thresholds differ" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["label", *sup, "--images", str(folder), "--out", str(foreign), *TINY]) == 1
+    assert "was not written by `edgefss label`" in capsys.readouterr().err
+    assert main(["label", "--support", f"{folder}/nope.jpg:dog", "--images", str(folder), "--out",
+                 str(tmp_path / "x"), *TINY]) == 1
+    assert "--support: " in capsys.readouterr().err and not (tmp_path / "x").exists()
