@@ -26,6 +26,7 @@ VERBS = {
     "support": ("edgefss.cli.support", "support packs: encode a support set once (create), inspect one (show)"),
     "classes": ("edgefss.cli.classes", "the class names a bundle can segment (TLG table; CST: any name)"),
     "label": ("edgefss.cli.label", "a workstation teacher (DiffewS) labels a folder of images for edgefss train"),
+    "label": ("edgefss.cli.label", "a workstation teacher (DiffewS) labels a folder of images for edgefss train"),
 }
 
 
