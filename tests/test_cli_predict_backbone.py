@@ -54,3 +54,17 @@ def test_wrong_backbone_file_lists_missing_and_unexpected_keys(shared_data, tmp_
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ": warning: " not in ln]
     assert len(err) == 1 and "missing keys: conv1.weight" in err[0] and "unexpected keys: features.0" in err[0], err
     assert str(vgg) in err[0]
+
+
+def test_export_graphs_and_eval_predictor_take_backbone_weights(tmp_path):
+    """The Python entry points the export and eval flags reach load the same synthetic file."""
+    from edgefss.eval.predictors import load_predictor
+    from edgefss.exporters.graphs import load_graphs
+
+    path, sd = _torchvision_resnet50(tmp_path / "resnet50.pth", seed=11)
+    mg = load_graphs("tlg", None, 64, backbone_checkpoint=path)
+    seg, meta = load_predictor("tlg", imgsz=64, backbone_checkpoint=path)
+    assert meta["backbone_checkpoint"] == str(path)
+    for model in (mg.model, seg.model):
+        own = model.backbone.state_dict()
+        assert all(torch.equal(own[k], v) for k, v in sd.items() if not k.startswith("fc.")), model

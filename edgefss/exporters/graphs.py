@@ -61,11 +61,12 @@ def _io_triplet(entry):
     return list(ins), list(outs), dict(dyn or {})
 
 
-def _tlg(checkpoint, imgsz) -> ModelGraphs:
+def _tlg(checkpoint, imgsz, backbone_checkpoint=None) -> ModelGraphs:
     from edgefss.exporters.tlg_graphs import TLGEncoderGraph, TLGHeadGraph, tlg_example_inputs, tlg_io
     from edgefss.models import tlg as tlg_mod
 
-    model = tlg_mod.tlg_resnet50(checkpoint=checkpoint, imgsz=imgsz).eval()
+    model = tlg_mod.tlg_resnet50(checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint,
+                                 imgsz=imgsz).eval()
     io = tlg_io(model)
     graphs = {
         "encoder": GraphDef(TLGEncoderGraph(model).eval(), *_io_triplet(io["encoder"])),
@@ -79,7 +80,7 @@ def _tlg(checkpoint, imgsz) -> ModelGraphs:
     )
 
 
-def _cst(checkpoint, imgsz, attention) -> ModelGraphs:
+def _cst(checkpoint, imgsz, attention, backbone_checkpoint=None) -> ModelGraphs:
     try:
         from edgefss.exporters import cst_graphs as g
         from edgefss.models import cst as cst_mod  # noqa: F401
@@ -87,7 +88,8 @@ def _cst(checkpoint, imgsz, attention) -> ModelGraphs:
         raise InputError(f"--model cst is not available in this build ({exc})") from exc
     from edgefss.models import build_model
 
-    model = build_model("cst", checkpoint=checkpoint, imgsz=imgsz).eval()
+    model = build_model("cst", checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint,
+                        imgsz=imgsz).eval()
     graphs = {
         "encoder": GraphDef(g.CSTEncoderGraph(model).eval(), *_io_triplet(g.CST_IO["encoder"]), attention),
         "head": GraphDef(g.CSTHeadGraph(model).eval(), *_io_triplet(g.CST_IO["head"])),
@@ -116,14 +118,16 @@ def _cst(checkpoint, imgsz, attention) -> ModelGraphs:
     )
 
 
-def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = PLAIN) -> ModelGraphs:
+def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = PLAIN,
+                backbone_checkpoint=None) -> ModelGraphs:
     """Build model `kind` ('tlg' | 'cst') and its graph wrappers (random init without checkpoint).
 
     `attention` (fused_attention.MS_MHA | PLAIN) is how the CST encoder's ViT attention is
-    exported; TLG has none.
+    exported; TLG has none. `backbone_checkpoint`: torchvision ResNet-50 (TLG) / DINO ViT-S/8
+    (CST) weights, loaded after `checkpoint` (edgefss.models.checkpoints.build_seeded).
     """
     if kind == "tlg":
-        return _tlg(checkpoint, imgsz)
+        return _tlg(checkpoint, imgsz, backbone_checkpoint)
     if kind == "cst":
-        return _cst(checkpoint, imgsz, attention)
+        return _cst(checkpoint, imgsz, attention, backbone_checkpoint)
     raise InputError(f"--model {kind!r}; expected 'tlg' or 'cst'")
