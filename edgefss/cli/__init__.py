@@ -25,7 +25,7 @@ VERBS = {
     "serve": ("edgefss.cli.serve", "HTTP API + web page over bundles: support sets, predict, MJPEG, /metrics"),
     "support": ("edgefss.cli.support", "support packs: encode a support set once (create), inspect one (show)"),
     "classes": ("edgefss.cli.classes", "the class names a bundle can segment (TLG table; CST: any name)"),
-    "label": ("edgefss.cli.label", "a workstation teacher (DiffewS) labels a folder of images for edgefss train"),
+    "pseudo-masks": ("edgefss.cli.pseudo_masks", "CLIP Grad-CAM pseudo-masks (IMR-HSNet recipe) for a folder of images"),
     "label": ("edgefss.cli.label", "a workstation teacher (DiffewS) labels a folder of images for edgefss train"),
 }
 

@@ -41,9 +41,11 @@ def add_arguments(p) -> None:
                    help="k refinement steps (0 = plain prediction). TLG: the predicted query mask becomes the "
                         "head's query pseudo-mask; CST: IMR-style mutual refinement of the support masks "
                         "(--model and --bundle alike)")
-    p.add_argument("--query-pseudo", choices=["prior", "gt"], default="prior",
-                   help="TLG query pseudo-mask: the on-device prior, or the query's GT mask fed as an external "
-                        "mask (oracle upper bound of the pseudo-mask source; TLG --model or --bundle)")
+    p.add_argument("--query-pseudo", choices=["prior", "gt", "cam"], default="prior",
+                   help="TLG query pseudo-mask: the on-device prior, the query's GT mask fed as an external "
+                        "mask (oracle upper bound of the pseudo-mask source), or the CLIP Grad-CAM maps of "
+                        "--cam-dir (TLG --model or --bundle)")
+    p.add_argument("--cam-dir", default=None, help="folder written by `edgefss pseudo-masks` (--query-pseudo cam)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the bundle's engine (default: the engine's)")
     p.add_argument("--worst", type=int, default=8, help="save overlays of this many lowest-IoU episodes")
     p.add_argument("--compare", default=None, help="another run's eval.json (same episodes) to compare with")
@@ -61,16 +63,23 @@ def run(args) -> int:
     protocol = args.protocol if args.protocol != "auto" else ("fss" if args.way == 1 else "fscs")
     sampler = EpisodeSampler(ds, way=args.way, shot=args.shot, seed=args.seed, protocol=protocol)
     episodes = args.episodes if args.episodes is not None else auto_episodes(ds)
+    cam_masks = None
+    if args.query_pseudo == "cam":  # checked before the model loads: a missing folder fails fast
+        if not args.cam_dir:
+            raise InputError("--query-pseudo cam: give --cam-dir, a folder written by `edgefss pseudo-masks`")
+        from edgefss.cam.files import CamDir
+
+        cam_masks = CamDir(args.cam_dir).query_masks
     predictor, meta = load_predictor(args.model, args.checkpoint, args.bundle, args.backend, args.imgsz,
                                      args.clip_checkpoint, args.threads)
-    if args.query_pseudo == "gt" and predictor.adapter.refine_mode != "query":
-        raise InputError(f"--query-pseudo gt: {meta['model']} has no query pseudo-mask input; it is a TLG "
-                         "option (--model tlg or a TLG --bundle)")
+    if args.query_pseudo != "prior" and predictor.adapter.refine_mode != "query":
+        raise InputError(f"--query-pseudo {args.query_pseudo}: {meta['model']} has no query pseudo-mask input; "
+                         "it is a TLG option (--model tlg or a TLG --bundle)")
     if meta.get("random_init"):
         print("[eval] WARNING: randomly initialised weights (no checkpoint): the scores are not meaningful")
     res = evaluate(predictor, ds, sampler, episodes, sup=args.sup, refine_steps=args.refine_steps,
                    out_dir=args.out, n_worst=args.worst, progress=not args.no_progress, meta=meta,
-                   query_pseudo=args.query_pseudo)
+                   query_pseudo=args.query_pseudo, cam_masks=cam_masks)
     what = f"{meta['model']} {meta['backend']} {meta['precision']}"
     print(f"[eval] {what} on {ds.name} ({len(ds.classes)} classes), {sampler.way}-way {sampler.shot}-shot, "
           f"{episodes} episodes, protocol {protocol}, seed {args.seed}, sup {args.sup}"

@@ -73,7 +73,7 @@ def _align(pred, ep: Episode, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: int, sup: str = "pseudo",
              refine_steps: int = 0, out_dir=None, n_worst: int = 8, progress: bool = True,
-             meta: dict | None = None, query_pseudo: str = "prior") -> dict:
+             meta: dict | None = None, query_pseudo: str = "prior", cam_masks=None) -> dict:
     """Run `episodes` seeded episodes and score them.
 
     Args:
@@ -81,7 +81,8 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
         sup: "pseudo" (support masks withheld: the model's own pseudo-masks, weak supervision)
             or "mask" (GT support masks given).
         query_pseudo: "prior" (the model's on-device pseudo-masks) or "gt" (TLG, PyTorch predictor:
-            the query's GT mask of each way is fed as the external query pseudo-mask, an oracle).
+            the query's GT mask of each way is fed as the external query pseudo-mask, an oracle) or "cam"
+            (CLIP Grad-CAM maps from `cam_masks(image_path, classes, (H, W))`, e.g. edgefss.cam.files.CamDir).
         out_dir: when given, writes `eval.json` and `worst/epNNNNN.png` overlays of the
             `n_worst` lowest-IoU episodes.
 
@@ -91,8 +92,10 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
     """
     if sup not in ("pseudo", "mask"):
         raise InputError(f"--sup: '{sup}' is not 'pseudo' or 'mask'")
-    if query_pseudo not in ("prior", "gt"):
-        raise InputError(f"--query-pseudo: '{query_pseudo}' is not 'prior' or 'gt'")
+    if query_pseudo not in ("prior", "gt", "cam"):
+        raise InputError(f"--query-pseudo: '{query_pseudo}' is not 'prior', 'gt' or 'cam'")
+    if query_pseudo == "cam" and cam_masks is None:
+        raise InputError("--query-pseudo cam: no CAM pseudo-masks given (--cam-dir)")
     if episodes < 1:
         raise InputError(f"--episodes: {episodes} must be >= 1")
     seg, er = SegMeter(ds.classes), ExactRatioMeter()
@@ -114,6 +117,8 @@ def evaluate(predictor, ds: FewShotDataset, sampler: EpisodeSampler, episodes: i
         gt, ignore, gt_present = episode_gt(ds, ep)
         # set_support keeps the episode's class order, so class i is label i + 1 of gt
         ext = [(gt == i + 1).astype(np.uint8) for i in range(len(ep.classes))] if query_pseudo == "gt" else None
+        if query_pseudo == "cam":
+            ext = cam_masks(ep.query.image, list(ep.classes), gt.shape)
         t = time.perf_counter()
         predictor.set_support(images, names, masks)
         if ext is not None:
