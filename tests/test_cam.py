@@ -185,7 +185,8 @@ def test_softmax_class_lists():
     assert recipe.target_index(["dining table", "cat"], names) == [10, 7]
     names, src = recipe.softmax_classes(["Eiffel_Tower", "sky"], "support+background")
     assert src == "support+background" and names[:2] == ["eiffel tower", "sky"]
-    assert names.count("sky") == 1 and "grass" in names and "background" in names
+    assert names.count("sky") == 1 and "grass" in names and "mountain" in names
+    assert names[2:] == [w for w in recipe.background_vocabulary() if w != "sky"]
     names, src = recipe.softmax_classes(["tv"], "coco")
     assert src == "dataset:coco" and len(names) == 80
     with pytest.raises(InputError, match="not in the CAM softmax class list"):

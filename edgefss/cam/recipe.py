@@ -51,16 +51,13 @@ def imr_coco_classes() -> tuple:
 
 
 def background_vocabulary() -> list[str]:
-    """Background words for a user's own class names: the co-occurring background prompts edgefss
-    already keeps per class for TLG (edgefss.text.prompts, the `bg` field, e.g. 'sky,runway') plus
-    GENERIC_BG, split on commas, canonical, deduplicated in first-seen order."""
-    from edgefss.text.prompts import BUILTIN_PROMPTS, GENERIC_BG, canonical_name
+    """Background words for a user's own class names: edgefss's scene vocabulary
+    (edgefss.text.background.background_vocabulary: the released TLG scene words plus the built-in
+    table's co-occurring background prompts), canonical, deduplicated, in its order."""
+    from edgefss.text.background import background_vocabulary as scene_words
+    from edgefss.text.prompts import canonical_name
 
-    words = []
-    for triple in BUILTIN_PROMPTS.values():
-        words += triple.bg.split(",")
-    words += GENERIC_BG.split(",")
-    return list(dict.fromkeys(canonical_name(w) for w in words if w.strip()))
+    return list(dict.fromkeys(canonical_name(w) for w in scene_words()))
 
 
 def softmax_classes(targets, classes="support+background") -> tuple[list[str], str]:
