@@ -45,11 +45,15 @@ def test_train_backbone_weights_reach_the_model(shared_data, tmp_path, capsys):
     assert checked == len(sd) - 2 > 250  # every backbone tensor (fc is the ignored classifier)
 
 
-def test_wrong_backbone_file_lists_missing_and_unexpected_keys(shared_data, tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["train", "eval"])
+def test_wrong_backbone_file_lists_missing_and_unexpected_keys(verb, shared_data, tmp_path, capsys):
     vgg = _save({f"features.{i}.weight": torch.zeros(1) for i in range(3)}, tmp_path / "vgg16.pth")
-    data = _subset(shared_data, tmp_path, classes=("dog", "cow"), per_class=2)
-    rc = main(["train", "--model", "tlg", "--data", str(data), "--imgsz", "64",
-               "--backbone-weights", str(vgg), "--out", str(tmp_path / "run")])
+    if verb == "train":
+        data = _subset(shared_data, tmp_path, classes=("dog", "cow"), per_class=2)
+        argv = ["train", "--model", "tlg", "--data", str(data), "--imgsz", "64"]
+    else:
+        argv = ["eval", "--model", "tlg", "--imgsz", "64", "--data", str(shared_data / "perseg_examples")]
+    rc = main([*argv, "--backbone-weights", str(vgg), "--out", str(tmp_path / "run")])
     assert rc == 1
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ": warning: " not in ln]
     assert len(err) == 1 and "missing keys: conv1.weight" in err[0] and "unexpected keys: features.0" in err[0], err

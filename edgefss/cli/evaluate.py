@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from edgefss.cli._args import BACKBONE_WEIGHTS_HELP
 from edgefss.errors import InputError
 
 
@@ -17,6 +18,8 @@ def add_arguments(p) -> None:
     src = p.add_argument_group("what to evaluate (one of)")
     src.add_argument("--model", choices=["cst", "tlg", "tlg_vgg16"], help="PyTorch model (needs torch)")
     src.add_argument("--checkpoint", default=None, help="weights for --model (default: random init, says so)")
+    src.add_argument("--backbone-weights", default=None, metavar="PTH",
+                     help=f"--model only: {BACKBONE_WEIGHTS_HELP}; loaded after --checkpoint")
     src.add_argument("--clip-checkpoint", default=None, help="CLIP ViT-B/32 weights for TLG's text table")
     src.add_argument("--imgsz", type=int, default=400, help="input size of --model (bundles use their own)")
     src.add_argument("--bundle", default=None, help="bundle directory written by `edgefss export`")
@@ -71,7 +74,8 @@ def run(args) -> int:
 
         cam_masks = CamDir(args.cam_dir).query_masks
     predictor, meta = load_predictor(args.model, args.checkpoint, args.bundle, args.backend, args.imgsz,
-                                     args.clip_checkpoint, args.threads)
+                                     args.clip_checkpoint, args.threads,
+                                     backbone_checkpoint=args.backbone_weights)
     if args.query_pseudo != "prior" and predictor.adapter.refine_mode != "query":
         raise InputError(f"--query-pseudo {args.query_pseudo}: {meta['model']} has no query pseudo-mask input; "
                          "it is a TLG option (--model tlg or a TLG --bundle)")
