@@ -123,3 +123,25 @@ def test_lean_engine_same_outputs_and_passes_attributes(tiny):
     other = object()
     assert lean(other) is other  # not an ONNX Runtime engine: unchanged
     release_memory()  # callable anywhere (glibc malloc_trim, else only gc)
+
+
+def test_calibrate_ranges_equal_onnxruntime_calibrator(tiny, tmp_path):
+    """Our one-sample-at-a-time, arena-less calibration writes the ranges quantize_static's own
+    calibrator (CalibStridedMinMax=1) writes for the same graph and samples."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from edgefss.quant.ort_int8 import QUANT_OPS, calibrate
+
+    files, builder, engine, eps = tiny
+    enc, _ = calibration_feeds(builder, engine, eps)
+    ours = calibrate(files["encoder"], enc, tmp_path / "ours.json", label="")
+    quantize_static(str(files["encoder"]), str(tmp_path / "ort.onnx"), FeedReader(list(enc)),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibStridedMinMax": 1},
+                    calibration_cache_path=str(tmp_path / "ort.json"))
+    a, b = load_tensors_data(ours).data, load_tensors_data(tmp_path / "ort.json").data
+    assert sorted(a) == sorted(b) and len(a) >= 2
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k].range_value, np.float64), np.asarray(b[k].range_value, np.float64))

@@ -13,13 +13,16 @@ Policy (deployment-notes §3, §0 "ViT quantization recipe"):
   intermediate saturates on U8S8 (measured token cosine 0.990 vs 0.999 S8S8), so AVX2-only
   targets get S8S8; with VNNI (vpdpbusd, u8 x s8 into int32, no saturation) U8S8 is exact
   enough and is the form ONNX Runtime's x86 kernels take natively;
-- calibration is streamed: MinMax ranges are computed per sample and merged (exact for
-  min/max), so the calibrator never holds more than one sample's outputs.
+- calibration is streamed (`calibrate`): MinMax ranges are computed per sample and merged
+  (exact for min/max), samples are made as they are read (pipeline.LazyFeeds), and the calibration
+  session runs without ONNX Runtime's memory arena, so it holds one run's live tensors, not the
+  arena's high-water mark; the ranges go to a JSON cache that quantize_static then reads.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from edgefss.errors import InputError, require
@@ -81,6 +84,42 @@ def check_target(quant: dict, isa: str) -> str | None:
         return (f"this INT8 bundle uses {fmt} (exported for {quant.get('target_isa', '?')}); on an x86 CPU "
                 "without VNNI its u8 x s8 products saturate. Re-export on/for this CPU "
                 "(edgefss export --int8 --target-isa avx2)")
+    return None
+
+
+def check_bundle_target(manifest: dict, engine: str, device: str | None = "cpu", isa: str | None = None) -> str | None:
+    """Load-time check of an ONNX Runtime INT8 bundle's format against the CPU it runs on.
+
+    Matters only where ONNX Runtime runs the QDQ graphs on the CPU (not CUDA, TensorRT or
+    OpenVINO, whose kernels pick their own form), and only for graphs whose manifest records a
+    format (`quantize_onnx`'s record; older bundles are not judged).
+
+    Raises:
+        BundleError: a graph's results would be wrong here (`check_target`: U8S8 without VNNI).
+    Returns:
+        a warning line when the bundle runs correctly but was made for another instruction set
+        (this CPU's exporter would choose another format, e.g. S8S8 on a VNNI CPU), else None.
+    """
+    from edgefss.errors import BundleError
+
+    if engine != "onnxruntime" or str(device or "cpu").lower() != "cpu" or manifest.get("precision") != "int8":
+        return None
+    graphs = {n: g for n, g in ((manifest.get("quantization") or {}).get("graphs") or {}).items()
+              if isinstance(g, dict) and g.get("format") in FORMATS}
+    if not graphs:
+        return None
+    isa = isa or target_isa()
+    for name, info in sorted(graphs.items()):
+        why = check_target(info, isa)
+        if why:
+            raise BundleError(f"INT8 graph '{name}' cannot run correctly on this CPU ({isa}): {why}")
+    best = ISA_FORMAT.get(isa)
+    made = sorted({g["format"] for g in graphs.values()})
+    if best is not None and made != [best]:
+        targets = sorted({str(g.get("target_isa", "?")) for g in graphs.values()})
+        return (f"this INT8 bundle was exported for {', '.join(targets)} ({', '.join(made)}); on this CPU ({isa}) "
+                f"the exporter would choose {best}. It runs correctly, possibly slower than a bundle made for this "
+                f"CPU: edgefss export --int8 --target-isa {isa} (or export on this machine)")
     return None
 
 
@@ -157,6 +196,46 @@ def _name_nodes(model) -> None:
             used.add(name)
 
 
+def calibrate(model_path, feeds, cache_path, label: str = "calibrating") -> Path:
+    """MinMax ranges of the tensors ONNX Runtime's quantizer reads (inputs and outputs of every
+    Conv/MatMul/Gemm), one sample at a time, written to `cache_path` (save_tensors_data JSON).
+
+    The ranges equal what quantize_static's own calibrator computes with CalibStridedMinMax=1
+    (tests/test_calib_stream.py); the difference is memory: the augmented session runs with the
+    CPU arena off and ORT's other defaults (no graph optimisation), and `feeds` may be lazy.
+
+    Args:
+        model_path: the FP32 ONNX graph to calibrate (node names as the quantizer will see them).
+        feeds: sequence of {input name: float32 array} (a list or pipeline.LazyFeeds).
+        cache_path: where the ranges go (written atomically).
+        label: tqdm label ('' = no bar).
+    """
+    ort = require("onnxruntime", "ONNX Runtime INT8 quantization")
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    from edgefss.quant.reader import FeedReader
+
+    from tqdm import tqdm
+
+    reader = FeedReader(feeds)
+    with tempfile.TemporaryDirectory(prefix="edgefss.calib.") as d:
+        cal = create_calibrator(Path(model_path), list(QUANT_OPS), augmented_model_path=str(Path(d) / "augmented.onnx"),
+                                calibrate_method=CalibrationMethod.MinMax)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrator
+        so.enable_cpu_mem_arena = False  # every intermediate freed as it dies: no arena high-water mark
+        so.log_severity_level = 3
+        cal.infer_session = ort.InferenceSession(cal.augmented_model_path, sess_options=so,
+                                                 providers=["CPUExecutionProvider"])
+        for i in tqdm(range(len(feeds)), desc=label, unit="sample", leave=False, disable=not label):
+            reader.set_range(i, i + 1)  # one sample per pass; compute_data merges min/max exactly
+            cal.collect_data(reader)
+        ranges = cal.compute_data()
+        del cal
+    save_tensors_data(ranges, Path(cache_path))
+    return Path(cache_path)
+
+
 def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclude: tuple = (),
                   cache_path=None, label: str = "calibrating", fmt: str | None = None,
                   isa: str | None = None) -> dict:
@@ -164,11 +243,12 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
 
     Args:
         fp32_path: FP32 ONNX file; out_path: where the QDQ model goes.
-        feeds: calibration feeds [{input name: float32 array}] (ignored when `cache_path`
-            already holds the ranges of an earlier call).
+        feeds: calibration feeds, a sequence of {input name: float32 array} (a list or
+            pipeline.LazyFeeds; ignored when `cache_path` already holds the ranges of an earlier call).
         keep_last: keep each output's last quantizable layer float (head graphs).
         extra_exclude: more node names to keep float (sensitivity search, user overrides).
-        cache_path: JSON calibration cache; re-quantizations with other exclusions reuse it.
+        cache_path: JSON calibration cache; re-quantizations with other exclusions reuse it
+            (None: a temporary one).
         label: tqdm label.
         fmt: a FORMATS key; default `format_for(isa)`.
         isa: target instruction set (see `target_isa`); default this CPU's.
@@ -179,8 +259,6 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
     """
     onnx = require("onnx", "INT8 quantization")
     q = require("onnxruntime.quantization", "ONNX Runtime INT8 quantization")
-    from edgefss.quant.reader import FeedReader
-
     isa = isa or target_isa()
     fmt = fmt or format_for(isa)
     if fmt not in FORMATS:
@@ -193,26 +271,31 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
     named = Path(str(out_path) + ".named.onnx")
     named.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(named))
+    tmp = None
+    if cache_path is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgefss.calib.")
+        cache_path = Path(tmp.name) / "ranges.json"
     # ORT logs every float bias and the skipped pre-processing on the root logger: hundreds of lines
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
+        if not Path(cache_path).is_file():
+            calibrate(named, feeds, cache_path, label)
         q.quantize_static(
-            str(named), str(out_path), FeedReader(feeds, progress=label),
+            str(named), str(out_path), None,
             quant_format=getattr(q.QuantFormat, qformat), op_types_to_quantize=list(QUANT_OPS),
             per_channel=per_channel, reduce_range=False,
             activation_type=getattr(q.QuantType, act), weight_type=getattr(q.QuantType, weight),
             nodes_to_exclude=excl, calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": True, "MatMulConstBOnly": True,
-                           # one sample per collect/compute pass, ranges merged (exact for MinMax):
-                           # the calibrator's memory no longer grows with the number of samples
-                           "CalibStridedMinMax": 1},
-            calibration_cache_path=None if cache_path is None else str(cache_path),
+            extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": True, "MatMulConstBOnly": True},
+            calibration_cache_path=str(cache_path),  # the ranges `calibrate` wrote: no second calibration
         )
     finally:
         root.setLevel(level)
         named.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.cleanup()
     quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
     qmodel = onnx.load(str(out_path), load_external_data=False)
     dq_consumers = _quantized_nodes(qmodel)

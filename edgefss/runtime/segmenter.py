@@ -166,6 +166,7 @@ class Segmenter:
         adapter = _adapter_for(manifest, bundle_dir)
         graphs = hotpath.requested_graphs(ops, adapter)
         be = open_backend(bundle_dir, manifest, backend=backend, threads=threads, device=device, graphs=graphs)
+        _check_int8_target(manifest, be, bundle_dir)
         path = hotpath.resolve_ops(ops, adapter, manifest, be, bundle_dir)
         seg = cls(be, adapter, manifest, bundle_dir, ops_path=path)
         seg.threads = threads  # predict_stream's thread budget (runtime/stream.py)
@@ -558,6 +559,21 @@ def random_weights_note(manifest: dict) -> str | None:
     if (manifest.get("weights") or {}).get("random_init"):
         return "RANDOM WEIGHTS (no checkpoint): masks are not meaningful"
     return None
+
+
+def _check_int8_target(manifest: dict, be, bundle_dir) -> None:
+    """ONNX Runtime INT8 on the CPU: refuse a format that computes wrongly on this CPU (BundleError),
+    warn where it only runs slower than a bundle made for it (quant/ort_int8.check_bundle_target)."""
+    from edgefss.quant.ort_int8 import check_bundle_target
+
+    try:
+        note = check_bundle_target(manifest, getattr(be, "name", ""), getattr(be, "device", "cpu"))
+    except BundleError:
+        if hasattr(be, "close"):
+            be.close()
+        raise
+    if note:
+        warnings.warn(f"bundle '{bundle_dir}': {note}", UserWarning, stacklevel=3)
 
 
 def _warn_gate(manifest: dict, bundle_dir) -> None:
