@@ -17,7 +17,8 @@ def _with(precision: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=["tlg", "cst"], default=None, help="model to export (default tlg)")
+    p.add_argument("--model", choices=["tlg", "cst", "diffews"], default=None,
+                   help="model to export (default tlg; diffews: the teacher's ONNX UNet for GPU servers, not for edge)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
     p.add_argument("--backend", choices=list(formats.BACKENDS), default=None,
                    help="target runtime (default onnxruntime)")

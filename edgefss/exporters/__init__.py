@@ -45,6 +45,14 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
     Returns:
         Path of the committed bundle.
     """
+    if model == "diffews":  # the workstation teacher: an ONNX UNet for GPU servers (edgefss/teacher/export.py)
+        from edgefss.teacher.export import export_diffews
+
+        return export_diffews(checkpoint=checkpoint, fp16=fp16, imgsz=imgsz, out=out, verify_episodes=verify_episodes,
+                              log=log, backend=backend, int8=int8, target=target, calib=calib, force=force,
+                              strict=strict, clip_checkpoint=clip_checkpoint, calib_episodes=calib_episodes,
+                              gate_episodes=gate_episodes, agreement=agreement, shots=shots,
+                              sensitivity=sensitivity, workspace=workspace, target_isa=target_isa)
     from edgefss.exporters.core import run_export
 
     opts = resolve(model=model, checkpoint=checkpoint, backend=backend, int8=int8, calib=calib, fp16=fp16,
