@@ -187,3 +187,29 @@ def test_thread_budget_decides_overlap(bundles, frames, monkeypatch):
         got.append(p)
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_demo_pairs_each_overlapped_result_with_its_frame(bundles, shared_data, tmp_path, overlap_allowed):
+    """`edgefss demo`'s loop runs on predict_stream: with room for two stages the frames overlap,
+    and every written overlay is the one the frame-by-frame loop writes (HUD rows aside)."""
+    import cv2
+
+    from edgefss.app import DemoConfig, run_demo
+
+    d = shared_data / "davis2016_val_subset" / "dog"
+    imgs, masks = sorted((d / "images").iterdir()), sorted((d / "masks").iterdir())
+    outs = {}
+    for threads in (None, 1):  # None: the engine's default threads, so no overlap
+        seg = Segmenter.load(bundles["cst"], threads=threads)
+        cfg = DemoConfig(bundle=str(bundles["cst"]), support=(str(imgs[0]),), classes=("dog",),
+                         masks=(str(masks[0]),), source=str(d / "images"), output=str(tmp_path / f"o{threads}"),
+                         max_frames=4)
+        stats = run_demo(cfg, segmenter=seg)
+        assert stats.frames == 4 and len(stats.latency_ms) == 4 and stats.fps > 0
+        assert not _workers()
+        outs[threads] = {p.name: cv2.imread(str(p)) for p in sorted((tmp_path / f"o{threads}").iterdir())}
+    assert list(outs[None]) == list(outs[1]) == [f"{p.stem}.png" for p in imgs[:4]]
+    for name, a in outs[None].items():
+        b = outs[1][name]
+        rows = a.shape[0] * 3 // 4  # the FPS/latency HUD is drawn in the bottom rows
+        np.testing.assert_array_equal(a[:rows], b[:rows])

@@ -80,14 +80,14 @@ def test_run_demo_overlay_matches_prediction(cst_bundle, dog, tmp_path):
     imgs, masks, folder = dog
     seg = Segmenter.load(cst_bundle)
     preds = {}
-    real_predict = seg.predict
+    real_stream = seg.predict_stream  # the demo segments its frames through predict_stream
 
-    def spy(frame):
-        p = real_predict(frame)
-        preds[len(preds)] = p
-        return p
+    def spy(frames, *a, **k):
+        for p in real_stream(frames, *a, **k):
+            preds[len(preds)] = p
+            yield p
 
-    seg.predict = spy
+    seg.predict_stream = spy
     cfg = DemoConfig(bundle=str(cst_bundle), support=(str(imgs[0]),), classes=("dog",), masks=(str(masks[0]),),
                      source=str(folder), output=str(tmp_path / "o"), max_frames=2, alpha=0.5)
     stats = run_demo(cfg, segmenter=seg)
