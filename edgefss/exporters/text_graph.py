@@ -193,7 +193,7 @@ def _int8(o, fp32, work, tok, ctx, calib, held, fg_rows, bg, held_words, ref_hel
     feeds = [{INPUT: _ids(tok, [p], ctx)} for p in calib]
     qpath = work / "text_encoder.int8.onnx"
     qinfo = quantize_onnx(fp32, qpath, feeds, keep_last=True, cache_path=work / "text_encoder.calib.json",
-                          label="calibrating text_encoder", isa=o.target_isa)
+                          label="", isa=o.target_isa)  # one sample per prompt: a bar per pass is noise
     qinfo.update(method="onnxruntime quantize_static QDQ, MinMax", calibration_prompts=len(calib))
     test = open_graphs("onnxruntime", "int8", {GRAPH: qpath}, device="cpu")
     res = text_gate(ref_held, embed_engine(test, tok, held, ctx), "int8", fg_rows, bg.embeddings, bg.k)

@@ -160,8 +160,10 @@ class OpenVocabText:
                  background: BackgroundVocab | None = None, cache_dir="default"):
         self.table, self.tower, self.background = table, tower, background
         self.manifest, self.bundle_dir = manifest, bundle_dir
-        self._default_dir = cache_dir == "default"
-        self.cache_dir = default_cache_dir() if self._default_dir else (None if cache_dir is None else Path(cache_dir))
+        # the home-folder default is said once when first written; a folder the user chose is not
+        self._default_dir = cache_dir == "default" and os.environ.get("EDGEFSS_TEXT_CACHE") is None
+        self.cache_dir = (default_cache_dir() if cache_dir == "default"
+                          else None if cache_dir is None else Path(cache_dir))
         self._mem: dict[str, ClassText] = {}
         self._lock = threading.Lock()
         self._said = False
