@@ -212,11 +212,12 @@ def calibrate(model_path, feeds, cache_path, label: str = "calibrating") -> Path
     """
     ort = require("onnxruntime", "ONNX Runtime INT8 quantization")
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-
-    from edgefss.quant.reader import FeedReader
-
     from tqdm import tqdm
 
+    from edgefss.quant.pipeline import bound_heap
+    from edgefss.quant.reader import FeedReader
+
+    bound_heap()  # no arena: freed intermediates must leave the process, not stay in the heap
     reader = FeedReader(feeds)
     with tempfile.TemporaryDirectory(prefix="edgefss.calib.") as d:
         cal = create_calibrator(Path(model_path), list(QUANT_OPS), augmented_model_path=str(Path(d) / "augmented.onnx"),
