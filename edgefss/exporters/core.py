@@ -26,7 +26,7 @@ from edgefss.packaged import verification_folder
 from edgefss.quant.episodes import default_calib_folders, find_episodes
 from edgefss.quant.feeds import FeedBuilder
 from edgefss.quant.gate import FAIL, UNINFORMATIVE, format_sensitivity, node_groups
-from edgefss.quant.pipeline import calibration_feeds, compare_pipelines
+from edgefss.quant.pipeline import calibration_feeds, compare_pipelines, lean, release_memory
 from edgefss.runtime.session import open_graphs
 
 MIN_CALIB_IMAGES = 32  # below this the ranges are likely unrepresentative: warn loudly
@@ -168,7 +168,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
                 f"{fp32[name].stat().st_size / 2**20:.1f} MiB)")
         sizes["fp32"] = _bytes(fp32.values())
         # the FP32 reference: the staged graphs on the runtime's ONNX Runtime session, pinned to the CPU
-        ref = open_graphs("onnxruntime", "fp32", fp32, device="cpu")
+        # (lean: each run hands its arena back, so the reference does not hold its largest run's peak)
+        ref = lean(open_graphs("onnxruntime", "fp32", fp32, device="cpu"))
         observed = {}  # concrete shapes for the manifest, from one run on the example inputs
         for n in fp32:
             ex = {k: v.numpy() for k, v in examples[n].items()}
@@ -178,6 +179,9 @@ def run_export(o: ExportOptions, log=print) -> Path:
         if not ver["passed"]:
             raise StateError(failure_line(ver))
         verification = {"onnxruntime_fp32": ver}
+        if get_format(o.backend, o.precision).gated or o.backend == "onnxruntime":
+            del examples  # no PyTorch check after this one: calibration and the gate use the graphs
+            _release_torch(mg)
         graphs_src = dict(fp32)
         feeds = None
         if o.int8:
@@ -216,6 +220,14 @@ def run_export(o: ExportOptions, log=print) -> Path:
         f"in {dt:.1f} s")
     log(f"next: edgefss predict --bundle {out} --support IMG:CLASS [--support-mask IMG:MASK] --query IMG --out mask.png")
     return out
+
+
+def _release_torch(mg: ModelGraphs) -> None:
+    """Drop the PyTorch model (weights, closures) once only its exported graphs are needed."""
+    for g in mg.graphs.values():
+        g.module = None
+    mg.model = mg.example_inputs = mg.extra_feeds = None
+    release_memory()
 
 
 def _stage_graph(g, example, path) -> Path:
