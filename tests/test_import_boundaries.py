@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 # module of edgefss (found by walking the package, so a new module is covered without being listed)
 # must import with torch blocked and without pulling in a torch-side module.
 TORCH_SIDE_PACKAGES = ("edgefss.models", "edgefss.exporters", "edgefss.train")
-TORCH_SIDE_MODULES = ("edgefss.ops.torch_ops", "edgefss.text.clip_text")
+TORCH_SIDE_MODULES = ("edgefss.ops.torch_ops", "edgefss.text.clip_text", "edgefss.cam.generator",
+                      "edgefss.cam.gradient")
 
 _PRELUDE = """
 import sys

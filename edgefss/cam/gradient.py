@@ -62,7 +62,8 @@ def _upstream(pool, x4, text: torch.Tensor, targets: torch.Tensor):
     norm = y.norm(dim=-1, keepdim=True)  # (B,1)
     f = y / norm
     probs = (LOGIT_SCALE * f @ text.t()).softmax(dim=-1)  # (B,K)
-    onehot = torch.nn.functional.one_hot(targets, text.shape[0]).to(probs.dtype)  # (B,M,K)
+    # one-hot by comparison with an arange: exports with a dynamic class count K
+    onehot = (torch.arange(text.shape[0], device=targets.device) == targets.unsqueeze(-1)).to(probs.dtype)
     pc = torch.gather(probs, 1, targets).unsqueeze(-1)  # (B,M,1)
     g_s = pc * (onehot - probs.unsqueeze(1))  # (B,M,K)
     g_f = LOGIT_SCALE * g_s @ text  # (B,M,D)

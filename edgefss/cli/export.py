@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", nargs="?", const="fp32", choices=["fp32", "int8"], default=None,
                    help="TLG: also export the CLIP text tower (fp32 by default, or int8 with its gate) so any class "
                         "name works on the device (docs/open_vocabulary.md); needs --clip-checkpoint")
+    p.add_argument("--pseudo", choices=["prior", "cam"], default=None,
+                   help="TLG query pseudo-masks on the device: the backbone prior (default) or the CLIP RN50 "
+                        "Grad-CAM generator as a graph (docs/cam.md)")
+    p.add_argument("--cam-classes", choices=["voc", "coco", "support+background"], default=None,
+                   help="--pseudo cam: the list the CAM softmax runs over (default support+background)")
+    p.add_argument("--cam-checkpoint", default=None, metavar="FILE",
+                   help="--pseudo cam: CLIP RN50 weights (OpenAI RN50.pt or open_clip; default random, said loudly)")
     p.add_argument("--calib-episodes", type=int, default=None, help="calibration episodes (default 24)")
     p.add_argument("--gate-episodes", type=int, default=None, help="held-out episodes for the accuracy gate (default 8)")
     p.add_argument("--verify-episodes", type=int, default=None, help="real episodes for the FP32 check (default 2)")
@@ -78,5 +85,6 @@ def run(args) -> int:
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
            shots=args.shots, workspace=args.workspace, target_isa=args.target_isa,
-           text_encoder=args.text_encoder, clip_bpe=args.clip_bpe)
+           text_encoder=args.text_encoder, clip_bpe=args.clip_bpe, pseudo=args.pseudo, cam_classes=args.cam_classes,
+           cam_checkpoint=args.cam_checkpoint)
     return 0

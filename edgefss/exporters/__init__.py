@@ -15,7 +15,8 @@ __all__ = ["export", "ExportOptions", "list_recipes"]
 def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
            out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
-           workspace=None, target_isa=None, text_encoder=None, clip_bpe=None, log=print) -> Path:
+           workspace=None, target_isa=None, text_encoder=None, clip_bpe=None, pseudo=None, cam_classes=None,
+           cam_checkpoint=None, log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -38,6 +39,9 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
             any class name works on the device (exporters/text_graph.py, docs/open_vocabulary.md).
         clip_bpe: the CLIP merges file (bpe_simple_vocab_16e6.txt.gz); None = $EDGEFSS_CLIP_BPE or an
             installed open_clip/clip.
+        pseudo: TLG query pseudo-masks on the device: 'prior' (default, the backbone prior) or 'cam' (the
+            CLIP RN50 Grad-CAM generator as a graph, exporters/cam_graph.py, docs/cam.md); cam_classes: its
+            softmax list 'voc' | 'coco' | 'support+background'; cam_checkpoint: CLIP RN50 weights.
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -60,5 +64,6 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
                    sensitivity=sensitivity, workspace=workspace, target_isa=target_isa,
-                   text_encoder=text_encoder, clip_bpe=clip_bpe)
+                   text_encoder=text_encoder, clip_bpe=clip_bpe, pseudo=pseudo, cam_classes=cam_classes,
+                   cam_checkpoint=cam_checkpoint)
     return run_export(opts, log=log)

@@ -44,6 +44,9 @@ class ExportOptions:
     workspace: int | None = None  # TensorRT engine build memory cap in MiB (None: edgefss.trt_cache default, 1024)
     text_encoder: str | None = None  # TLG: also export the CLIP text tower, 'fp32' | 'int8' (exporters/text_graph.py)
     clip_bpe: str | None = None  # CLIP merges file bpe_simple_vocab_16e6.txt.gz (None: tokenizer.find_bpe_file)
+    pseudo: str = "prior"  # TLG query pseudo-masks on the device: 'prior' (backbone) | 'cam' (CLIP Grad-CAM graph)
+    cam_classes: str = "support+background"  # --pseudo cam softmax list: 'voc' | 'coco' | 'support+background'
+    cam_checkpoint: str | None = None  # --pseudo cam: CLIP RN50 weights (RN50.pt / open_clip), image + text towers
 
     @property
     def precision(self) -> str:
@@ -145,9 +148,20 @@ def validate(o: ExportOptions) -> None:
         if o.clip_checkpoint is None:
             raise InputError("--text-encoder exports the CLIP text tower from --clip-checkpoint (ViT-B-32.pt); "
                              "pass it")
-    if o.clip_bpe is not None and (o.clip_checkpoint is None or not Path(o.clip_bpe).is_file()):
+    if o.pseudo not in ("prior", "cam"):  # exporters/cam_graph.py
+        raise InputError(f"--pseudo {o.pseudo!r}; expected 'prior' or 'cam'")
+    if o.pseudo == "cam" and o.model != "tlg":
+        raise InputError("--pseudo cam only applies to --model tlg (the model with a query pseudo-mask input)")
+    if o.pseudo != "cam" and (o.cam_checkpoint is not None or o.cam_classes != "support+background"):
+        raise InputError("--cam-checkpoint / --cam-classes only apply with --pseudo cam")
+    if o.cam_classes not in ("voc", "coco", "support+background"):
+        raise InputError(f"--cam-classes {o.cam_classes!r}; expected 'voc', 'coco' or 'support+background'")
+    if o.cam_checkpoint is not None and not Path(o.cam_checkpoint).is_file():
+        raise InputError(f"--cam-checkpoint '{o.cam_checkpoint}': file not found (CLIP RN50 weights, e.g. RN50.pt)")
+    if o.clip_bpe is not None and ((o.clip_checkpoint is None and o.cam_checkpoint is None)
+                                   or not Path(o.clip_bpe).is_file()):
         raise InputError(f"--clip-bpe '{o.clip_bpe}': expected the CLIP merges file (bpe_simple_vocab_16e6.txt.gz), "
-                         "used with --clip-checkpoint")
+                         "used with --clip-checkpoint or --cam-checkpoint")
     if o.target_isa is not None:
         from edgefss.quant.ort_int8 import ISA_FORMAT
 

@@ -138,6 +138,7 @@ class Segmenter:
         self._support: _Support | None = None
         self._lock = threading.Lock()  # serialises writers of _support; readers take a snapshot
         self.threads = None  # engine intra-op threads as loaded (None: the engine's default)
+        self.cam = None  # runtime/cam.py CamPseudo: query pseudo-masks of a bundle exported with --pseudo cam
 
     @classmethod
     def load(cls, bundle_dir, backend: str | None = None, threads: int | None = None, device=None,
@@ -170,6 +171,10 @@ class Segmenter:
         path = hotpath.resolve_ops(ops, adapter, manifest, be, bundle_dir)
         seg = cls(be, adapter, manifest, bundle_dir, ops_path=path)
         seg.threads = threads  # predict_stream's thread budget (runtime/stream.py)
+        from edgefss.runtime.cam import CamPseudo, bundle_pseudo
+
+        if bundle_pseudo(manifest) == "cam":
+            seg.cam = CamPseudo(manifest, bundle_dir, threads=threads)
         return seg
 
     @property
@@ -414,7 +419,8 @@ class Segmenter:
                 probability back as the head's query pseudo-mask. CST: each step refines the
                 support pseudo-masks with reverse episodes and predicts the query again
                 (runtime/refine.py; masks given to set_support stay as given).
-            query_pseudo: refine_mode "query" models (TLG) only: None (the on-device prior) or one
+            query_pseudo: refine_mode "query" models (TLG) only: None (the on-device prior, or the
+                bundle's CLIP Grad-CAM graph when exported with --pseudo cam, runtime/cam.py) or one
                 external query pseudo-mask per support class, in `classes` order, each (H, W) at
                 the query's size, {0,1} or soft [0,1] (the slot of the paper's offline CLIP
                 Grad-CAM masks); the first pass uses them instead of the prior.
@@ -466,6 +472,8 @@ class Segmenter:
         t0 = time.perf_counter()
         rgb = load_image(query, "query")
         H, W = rgb.shape[:2]
+        if query_pseudo is None and self.cam is not None:  # CLIP Grad-CAM from the class names (docs/cam.md)
+            query_pseudo = self.cam.query_masks(rgb, support.classes, (H, W))
         first = None if query_pseudo is None else self._external_query_pseudo(query_pseudo, support, (H, W))
         q_enc = self._encode(rgb)
         q = self.adapter.query_entry(q_enc)
