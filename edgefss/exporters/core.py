@@ -212,7 +212,15 @@ def run_export(o: ExportOptions, log=print) -> Path:
         sizes["bundle"] = _bytes(w.path(f) for f in files)
         if table is not None:
             table.save(w.path("text_table.npz"))
+        cam = None
+        if o.pseudo == "cam":  # the CLIP Grad-CAM generator as a graph of its own (exporters/cam_graph.py)
+            from edgefss.exporters.cam_graph import stage_cam_generator, verify_images
+
+            cam = stage_cam_generator(o.cam_checkpoint, o.clip_bpe, o.cam_classes, table.classes.tolist(), work, w,
+                                      verify_images(), log)
         manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table)
+        if o.model == "tlg":  # where the query pseudo-masks come from on the device (runtime/cam.py)
+            manifest["pseudo"] = cam if cam is not None else {"kind": "prior"}
         w.commit(manifest)
     dt = time.time() - t0
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
