@@ -40,15 +40,16 @@ def _merges_file(path: Path) -> Path:
     return path
 
 
-def tower_state_dict(vocab_size: int, out_gain: float = 3.0, seed: int = 0) -> dict:
+def tower_state_dict(vocab_size: int, out_gain: float = 3.0, seed: int = 0, cfg=None) -> dict:
     """Seeded tiny CLIP text weights in the official key layout, made non-degenerate the way
     scripts/goldens/cst_weights.py does it (LayerNorm scales 1 + 0.2 N, biases 0.1 N, weights
     N(0, gain^2 / fan_in)), with the residual branches' output projections at `out_gain`, so the
     attention and MLP outputs, which carry each prompt's own tokens to its EOT feature, are not
-    drowned by the EOT token's embedding (default_init_state_dict shows that case)."""
+    drowned by the EOT token's embedding (default_init_state_dict shows that case). `cfg`: the
+    tower's ClipTextConfig (default: the tiny one; scripts/text_tower_check.py passes ViT-B/32's)."""
     from edgefss.text.clip_text import ClipTextConfig, ClipTextModel
 
-    cfg = ClipTextConfig(embed_dim=512, width=32, layers=2, heads=2, context_length=77, vocab_size=vocab_size)
+    cfg = cfg or ClipTextConfig(embed_dim=512, width=32, layers=2, heads=2, context_length=77, vocab_size=vocab_size)
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for k, v in ClipTextModel(cfg).state_dict().items():

@@ -95,7 +95,7 @@ def _text_table(o: ExportOptions, episodes: list):
     with warnings.catch_warnings():
         if o.clip_checkpoint is None:
             warnings.simplefilter("ignore")  # said once below, in the export log and the manifest
-        return build_text_table(names, clip_checkpoint=o.clip_checkpoint)
+        return build_text_table(names, clip_checkpoint=o.clip_checkpoint, bpe_path=o.clip_bpe)
 
 
 def _quantize_ort(mg: ModelGraphs, fp32: dict, feeds: dict, work: Path, extra: dict | None = None,
@@ -218,9 +218,16 @@ def run_export(o: ExportOptions, log=print) -> Path:
 
             cam = stage_cam_generator(o.cam_checkpoint, o.clip_bpe, o.cam_classes, table.classes.tolist(), work, w,
                                       verify_images(), log)
+        text_encoder = None
+        if o.text_encoder:  # the CLIP text tower as a graph of its own (exporters/text_graph.py)
+            from edgefss.exporters.text_graph import stage_text_encoder
+
+            text_encoder = stage_text_encoder(o, table, work, w, log)
         manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table)
         if o.model == "tlg":  # where the query pseudo-masks come from on the device (runtime/cam.py)
             manifest["pseudo"] = cam if cam is not None else {"kind": "prior"}
+        if text_encoder is not None:
+            manifest["text_encoder"] = text_encoder
         w.commit(manifest)
     dt = time.time() - t0
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
