@@ -72,3 +72,35 @@ def test_export_graphs_and_eval_predictor_take_backbone_weights(tmp_path):
     for model in (mg.model, seg.model):
         own = model.backbone.state_dict()
         assert all(torch.equal(own[k], v) for k, v in sd.items() if not k.startswith("fc.")), model
+
+
+def test_export_backbone_weights_flag(tmp_path, capsys, monkeypatch):
+    """`edgefss export --backbone-weights` reaches load_graphs; a wrong file fails before any graph
+    is exported, with one line listing the keys; the option is recorded in the bundle's options."""
+    import edgefss.exporters.core as core
+    from edgefss.exporters.graphs import load_graphs
+
+    vgg = _save({f"features.{i}.weight": torch.zeros(1) for i in range(3)}, tmp_path / "vgg16.pth")
+    out = tmp_path / "bundle"
+    assert main(["export", "--model", "tlg", "--imgsz", "64", "--backbone-weights", str(vgg), "--out", str(out)]) == 1
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ": warning: " not in ln]
+    assert len(err) == 1 and "missing keys: conv1.weight" in err[0] and "unexpected keys: features.0" in err[0], err
+    assert not out.exists()
+    assert main(["export", "--model", "tlg", "--backbone-weights", str(tmp_path), "--out", str(out)]) == 1
+    assert "--backbone-weights" in capsys.readouterr().err
+
+    path, sd = _torchvision_resnet50(tmp_path / "resnet50.pth", seed=5)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen["mg"] = load_graphs(*args, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(core, "load_graphs", spy)
+    with pytest.raises(Stop):
+        main(["export", "--model", "tlg", "--imgsz", "64", "--backbone-weights", str(path), "--out", str(out)])
+    own = seen["mg"].model.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in sd.items() if not k.startswith("fc."))

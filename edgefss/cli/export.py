@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["tlg", "cst", "diffews"], default=None,
                    help="model to export (default tlg; diffews: the teacher's ONNX UNet for GPU servers, not for edge)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
+    from edgefss.cli._args import BACKBONE_WEIGHTS_HELP
+
+    p.add_argument("--backbone-weights", default=None, metavar="PTH",
+                   help=f"{BACKBONE_WEIGHTS_HELP}; loaded after --checkpoint")
     p.add_argument("--backend", choices=list(formats.BACKENDS), default=None,
                    help="target runtime (default onnxruntime)")
     p.add_argument("--int8", action="store_const", const=True, default=None,
@@ -80,7 +84,8 @@ def run(args) -> int:
         return 0
     from edgefss.exporters import export
 
-    export(model=args.model, checkpoint=args.checkpoint, backend=args.backend, int8=args.int8, calib=args.calib,
+    export(model=args.model, checkpoint=args.checkpoint, backbone_weights=args.backbone_weights,
+           backend=args.backend, int8=args.int8, calib=args.calib,
            fp16=args.fp16, imgsz=args.imgsz, out=args.out, target=args.target, force=args.force, strict=args.strict,
            clip_checkpoint=args.clip_checkpoint, calib_episodes=args.calib_episodes,
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,

@@ -12,8 +12,9 @@ from edgefss.exporters.options import ExportOptions, list_recipes, resolve
 __all__ = ["export", "ExportOptions", "list_recipes"]
 
 
-def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, fp16=None, imgsz=None,
-           out=None, target=None, force=None, strict=None, clip_checkpoint=None, calib_episodes=None,
+def export(model=None, *, checkpoint=None, backbone_weights=None, backend=None, int8=None, calib=None,
+           fp16=None, imgsz=None, out=None, target=None, force=None, strict=None, clip_checkpoint=None,
+           calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
            workspace=None, target_isa=None, text_encoder=None, clip_bpe=None, pseudo=None, cam_classes=None,
            cam_checkpoint=None, log=print) -> Path:
@@ -21,6 +22,8 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
 
     Args:
         model: 'tlg' (default) or 'cst'. checkpoint: weights file (None: random init, said loudly).
+        backbone_weights: backbone weights loaded after `checkpoint`: torchvision ImageNet ResNet-50
+            `resnet50-19c8e357.pth` (TLG) or DINO `dino_deitsmall8_300ep_pretrain.pth` (CST).
         backend: 'onnxruntime' (default) | 'openvino' | 'tensorrt'.
         int8: post-training INT8 with the accuracy gate; calib: folder of calibration images
             (default: the ../shared/data mix). fp16: FP16 (openvino, tensorrt only).
@@ -50,6 +53,10 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
         Path of the committed bundle.
     """
     if model == "diffews":  # the workstation teacher: an ONNX UNet for GPU servers (edgefss/teacher/export.py)
+        if backbone_weights is not None:
+            from edgefss.errors import InputError
+
+            raise InputError("--backbone-weights: TLG/CST backbones only; diffews takes one --checkpoint")
         from edgefss.teacher.export import export_diffews
 
         return export_diffews(checkpoint=checkpoint, fp16=fp16, imgsz=imgsz, out=out, verify_episodes=verify_episodes,
@@ -59,7 +66,8 @@ def export(model=None, *, checkpoint=None, backend=None, int8=None, calib=None, 
                               sensitivity=sensitivity, workspace=workspace, target_isa=target_isa)
     from edgefss.exporters.core import run_export
 
-    opts = resolve(model=model, checkpoint=checkpoint, backend=backend, int8=int8, calib=calib, fp16=fp16,
+    opts = resolve(model=model, checkpoint=checkpoint, backbone_weights=backbone_weights, backend=backend, int8=int8,
+                   calib=calib, fp16=fp16,
                    imgsz=imgsz, out=out, target=target, force=force, strict=strict, clip_checkpoint=clip_checkpoint,
                    calib_episodes=calib_episodes, gate_episodes=gate_episodes,
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,

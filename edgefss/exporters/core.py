@@ -147,7 +147,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
     check_output_dir(o.out or o.default_out())  # refuse a folder we did not create before any work
     _check_backend(o)
     verify_eps, calib_eps, gate_eps = _episodes(o, log)
-    mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend))
+    mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend),
+                     backbone_checkpoint=o.backbone_weights)
     for g in mg.graphs.values():
         g.norm = BACKEND_NORM[o.backend]  # GroupNorm statistics (stable_norm.py)
     if mg.random_init:

@@ -24,6 +24,7 @@ class ExportOptions:
 
     model: str = "tlg"
     checkpoint: str | None = None
+    backbone_weights: str | None = None  # torchvision ResNet-50 (TLG) / DINO (CST) .pth, after checkpoint
     backend: str = "onnxruntime"
     int8: bool = False
     calib: str | None = None
@@ -138,6 +139,9 @@ def validate(o: ExportOptions) -> None:
             raise InputError(f"{why}; it has no meaning for {o.backend} {o.precision.upper()}")
     if o.calib is not None and not Path(o.calib).is_dir():
         raise InputError(f"--calib '{o.calib}' is not a directory; expected a folder of calibration images")
+    if o.backbone_weights is not None and not Path(o.backbone_weights).is_file():
+        what = "is a folder" if Path(o.backbone_weights).is_dir() else "not found"
+        raise InputError(f"--backbone-weights: '{o.backbone_weights}' {what}; expected a .pth file")
     if o.clip_checkpoint is not None and o.model != "tlg":
         raise InputError("--clip-checkpoint only applies to --model tlg (CST has no text branch)")
     if o.text_encoder is not None:  # exporters/text_graph.py
