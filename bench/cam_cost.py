@@ -95,22 +95,36 @@ def main() -> int:
 
     fns = {"tlg backbone 400": backbone, "prior 400": lambda: tlg.prior(feats, feats)}
     for m in counts:
-        fns[f"cam torch M={m}"] = (lambda m=m: gen(img, names[:m]))
+        fns[f"cam torch M={m}"] = lambda m=m: gen(img, names[:m])
     fns["cam autograd M=1"] = autograd_cam
     for m in counts:
-        fns[f"cam onnx M={m}"] = (lambda m=m: onnx_cam(m))
+        fns[f"cam onnx M={m}"] = lambda m=m: onnx_cam(m)
     load0 = os.getloadavg()
     res = H.time_interleaved(fns, warmup=1, repeat=a.repeat)
     load1 = os.getloadavg()
     base, bb = res["prior 400"]["median"], res["tlg backbone 400"]["median"]
-    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; torch threads {torch.get_num_threads()}")
+    print(
+        f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; torch threads {torch.get_num_threads()}"
+    )
     print(f"{'row':22s} {'median ms':>10s} {'p90 ms':>8s} {'x prior':>8s} {'x backbone':>10s}")
     for k, v in res.items():
-        print(f"{k:22s} {v['median']:10.1f} {v['p90']:8.1f} {v['median'] / base:8.1f} {v['median'] / bb:10.2f}")
+        print(
+            f"{k:22s} {v['median']:10.1f} {v['p90']:8.1f} {v['median'] / base:8.1f} {v['median'] / bb:10.2f}"
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": res, "load": [load0[0], load1[0]], "repeat": a.repeat,
-                               "threads": torch.get_num_threads()}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "rows": res,
+                "load": [load0[0], load1[0]],
+                "repeat": a.repeat,
+                "threads": torch.get_num_threads(),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 

@@ -35,7 +35,7 @@ def _calibrated_model():
     from the same checkpoint's layout: a softmax far from saturation."""
     sd = clip_state_dict(edgefss_shapes(), SEED)
     m = ClipImageModel(CFG).eval()
-    m.load_state_dict({k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")})
+    m.load_state_dict({k[len("visual.") :]: v for k, v in sd.items() if k.startswith("visual.")})
     return m
 
 
@@ -209,12 +209,14 @@ def test_recipe_is_torch_free():
     """The runtime makes CAM inputs and masks with edgefss.cam.recipe on a device without torch."""
     import subprocess
 
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import numpy as np\n"
-            "from edgefss.cam import recipe, softmax_classes\n"
-            "x = recipe.preprocess(np.zeros((30, 40, 3), np.uint8), 64)\n"
-            "m = recipe.postprocess(np.ones((2, 2, 2), np.float32), 64)\n"
-            "assert x.shape == (3, 64, 64) and m.shape == (2, 50, 50)\n"
-            "assert 'edgefss.cam.generator' not in sys.modules\n")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from edgefss.cam import recipe, softmax_classes\n"
+        "x = recipe.preprocess(np.zeros((30, 40, 3), np.uint8), 64)\n"
+        "m = recipe.postprocess(np.ones((2, 2, 2), np.float32), 64)\n"
+        "assert x.shape == (3, 64, 64) and m.shape == (2, 50, 50)\n"
+        "assert 'edgefss.cam.generator' not in sys.modules\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -46,12 +46,17 @@ def cam_bundle(tmp_path_factory, shared_data):
 
     d = tmp_path_factory.mktemp("cam")
     bpe = d / "tiny_vocab.txt.gz"
-    bpe.write_bytes(gzip.compress(("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in MERGES) + "\n").encode()))
+    bpe.write_bytes(
+        gzip.compress(("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in MERGES) + "\n").encode())
+    )
     shapes = edgefss_shapes()
     shapes["token_embedding.weight"] = (ClipTokenizer(bpe).vocab_size, shapes["token_embedding.weight"][1])
     ckpt = d / "tiny_clip.pt"
     torch.save(clip_state_dict(shapes, SEED), ckpt)
-    imgs = [_image(shared_data, "000000318219.jpg", (120, 90)), _image(shared_data, "000000554625.jpg", (90, 120))]
+    imgs = [
+        _image(shared_data, "000000318219.jpg", (120, 90)),
+        _image(shared_data, "000000554625.jpg", (90, 120)),
+    ]
     rng = np.random.default_rng(0)
     graphs, io = _tlg_graphs(rng)
     logs = []
@@ -61,8 +66,9 @@ def cam_bundle(tmp_path_factory, shared_data):
         unit /= np.linalg.norm(unit, axis=1, keepdims=True)
         TextTable(np.array(CLASSES), unit, unit, unit, RANDOM_SOURCE).save(w.path("text_table.npz"))
         manifest["text_table"] = {"file": "text_table.npz", "source": RANDOM_SOURCE}
-        manifest["pseudo"] = stage_cam_generator(ckpt, bpe, "support+background", CLASSES, d / "work", w, imgs[:1],
-                                                 logs.append)
+        manifest["pseudo"] = stage_cam_generator(
+            ckpt, bpe, "support+background", CLASSES, d / "work", w, imgs[:1], logs.append
+        )
 
     (d / "work").mkdir()
     bundle = write_bundle(d / "bundle", "tlg", graphs, io, 32, extra=extra)
@@ -74,7 +80,11 @@ def test_export_verifies_the_graph_and_records_the_recipe(cam_bundle):
 
     bundle, *_, logs = cam_bundle
     m = json.loads((bundle / "manifest.json").read_text())["pseudo"]
-    assert m["kind"] == "cam" and m["class_source"] == "support+background" and m["classes"] == "support+background"
+    assert (
+        m["kind"] == "cam"
+        and m["class_source"] == "support+background"
+        and m["classes"] == "support+background"
+    )
     ver = m["verification"]["onnxruntime_fp32"]
     assert ver["passed"] and ver["max_abs"] <= 1e-5 and ver["maps"] == 6
     assert m["inputs"]["cam_text"]["shape"] == ["K", 32] and m["outputs"]["cam"]["shape"] == [1, "M", 3, 3]
@@ -88,7 +98,9 @@ def test_torch_blocked_segmenter_makes_query_pseudo_masks_from_the_class_name(ca
     names, _ = recipe.softmax_classes(["dog", "person"], "support+background")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gen = CamGenerator(load_clip_image(ckpt), encode_prompts(ckpt, names, bpe), names, recipe.SOURCE_SUPPORT_BG)
+        gen = CamGenerator(
+            load_clip_image(ckpt), encode_prompts(ckpt, names, bpe), names, recipe.SOURCE_SUPPORT_BG
+        )
     ref = np.stack([recipe.to_image_size(m, query.shape[:2]) for m in gen(query, ["dog", "person"])])
     assert ref.max() > 0.5
     np.save(tmp_path / "support.npy", support)
@@ -125,7 +137,9 @@ def test_runtime_names_a_class_without_a_shipped_text_feature(cam_bundle):
     bundle = cam_bundle[0]
     cp = CamPseudo(read_manifest(bundle), bundle)
     assert cp.masks(cam_bundle[3][0], ["cat"]).shape == (1, 50, 50)
-    with pytest.raises(InputError, match="no CLIP RN50 text feature in this bundle for \\['zebra crossing'\\]"):
+    with pytest.raises(
+        InputError, match="no CLIP RN50 text feature in this bundle for \\['zebra crossing'\\]"
+    ):
         cp.masks(cam_bundle[3][0], ["zebra crossing"])
 
 

@@ -32,7 +32,9 @@ def clip_files(tmp_path_factory):
     """A tiny CLIP checkpoint (official keys) with a vocabulary that fits a tiny merges file."""
     d = tmp_path_factory.mktemp("clip")
     bpe = d / "tiny_vocab.txt.gz"
-    bpe.write_bytes(gzip.compress(("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in MERGES) + "\n").encode()))
+    bpe.write_bytes(
+        gzip.compress(("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in MERGES) + "\n").encode())
+    )
     shapes = edgefss_shapes()
     from edgefss.text.tokenizer import ClipTokenizer
 
@@ -55,8 +57,20 @@ def images(tmp_path_factory, shared_data):
 def test_cli_writes_resumes_and_matches_the_generator(tmp_path, clip_files, images, capsys):
     ckpt, bpe = clip_files
     out = tmp_path / "cams"
-    argv = ["pseudo-masks", "--images", str(images), "--classes", "dog,person", "--clip-checkpoint", str(ckpt),
-            "--bpe", str(bpe), "--out", str(out), "--no-progress"]
+    argv = [
+        "pseudo-masks",
+        "--images",
+        str(images),
+        "--classes",
+        "dog,person",
+        "--clip-checkpoint",
+        str(ckpt),
+        "--bpe",
+        str(bpe),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "2 images x 2 classes written" in capsys.readouterr().out
     man = json.loads((out / files.MANIFEST).read_text())
@@ -65,8 +79,12 @@ def test_cli_writes_resumes_and_matches_the_generator(tmp_path, clip_files, imag
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy"))
     assert written == ["a--dog.npy", "a--person.npy", "sub/b--dog.npy", "sub/b--person.npy"]
     # the file holds what the generator computes for that image
-    gen = CamGenerator(load_clip_image(ckpt), encode_prompts(ckpt, man["softmax_classes"], bpe),
-                       man["softmax_classes"], man["class_source"])
+    gen = CamGenerator(
+        load_clip_image(ckpt),
+        encode_prompts(ckpt, man["softmax_classes"], bpe),
+        man["softmax_classes"],
+        man["class_source"],
+    )
     from edgefss.imageio import load_image
 
     ref = gen(load_image(images / "sub" / "b.jpg"), ["dog", "person"])
@@ -91,14 +109,33 @@ def test_cli_never_overwrites_a_foreign_file_and_checks_inputs(tmp_path, images,
     assert main(["pseudo-masks", "--images", str(images), "--classes", "cat", "--out", str(out)]) == 1
     assert "was not made by this command" in capsys.readouterr().err
     assert (out / "a--cat.npy").read_bytes() == b"mine" and not (out / files.MANIFEST).exists()
-    assert main(["pseudo-masks", "--images", str(tmp_path / "none"), "--classes", "cat", "--out", str(out)]) == 1
+    assert (
+        main(["pseudo-masks", "--images", str(tmp_path / "none"), "--classes", "cat", "--out", str(out)]) == 1
+    )
     assert "is not a folder" in capsys.readouterr().err
 
 
 def test_voc_keyword_uses_the_benchmark_list(tmp_path, images, clip_files):
     out = tmp_path / "v"
-    assert main(["pseudo-masks", "--images", str(images), "--classes", "voc", "--out", str(out), "--no-progress",
-                 "--clip-checkpoint", str(clip_files[0]), "--bpe", str(clip_files[1])]) == 0
+    assert (
+        main(
+            [
+                "pseudo-masks",
+                "--images",
+                str(images),
+                "--classes",
+                "voc",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--clip-checkpoint",
+                str(clip_files[0]),
+                "--bpe",
+                str(clip_files[1]),
+            ]
+        )
+        == 0
+    )
     man = json.loads((out / files.MANIFEST).read_text())
     assert man["class_source"] == "dataset:voc" and man["softmax_classes"] == list(recipe.IMR_VOC_CLASSES)
     assert man["random_init"] is False and len(list(out.glob("a--*.npy"))) == 20
@@ -121,16 +158,34 @@ class _RecordingPredictor:
         labels = np.zeros(query.shape[:2], np.uint8)
         for i, m in enumerate(query_pseudo):
             labels[np.asarray(m) > 0.5] = i + 1
-        return SimpleNamespace(mask=labels, present=np.array([bool((m > 0.5).any()) for m in query_pseudo]),
-                               classes=self.names)
+        return SimpleNamespace(
+            mask=labels, present=np.array([bool((m > 0.5).any()) for m in query_pseudo]), classes=self.names
+        )
 
 
 def test_eval_query_pseudo_cam_feeds_the_stretched_files(tmp_path, shared_data, clip_files, capsys):
     data = shared_data / "coco_tiny16"
     ds = load_dataset(data)
     out = tmp_path / "cams"
-    assert main(["pseudo-masks", "--images", str(data), "--classes", ",".join(ds.classes), "--out", str(out),
-                 "--no-progress", "--clip-checkpoint", str(clip_files[0]), "--bpe", str(clip_files[1])]) == 0
+    assert (
+        main(
+            [
+                "pseudo-masks",
+                "--images",
+                str(data),
+                "--classes",
+                ",".join(ds.classes),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--clip-checkpoint",
+                str(clip_files[0]),
+                "--bpe",
+                str(clip_files[1]),
+            ]
+        )
+        == 0
+    )
     cd = files.CamDir(out)
     s = EpisodeSampler(ds, way=1, shot=1, seed=0, protocol="fss")
     pred = _RecordingPredictor()
@@ -145,6 +200,22 @@ def test_eval_query_pseudo_cam_feeds_the_stretched_files(tmp_path, shared_data, 
         evaluate(pred, ds, s, 1, progress=False, query_pseudo="cam")
     with pytest.raises(InputError, match="holds no pseudo_masks.json"):
         files.CamDir(tmp_path)
-    rc = main(["eval", "--model", "tlg", "--imgsz", "64", "--data", str(data), "--query-pseudo", "cam",
-               "--episodes", "1", "--out", str(tmp_path / "ev"), "--no-progress"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            "tlg",
+            "--imgsz",
+            "64",
+            "--data",
+            str(data),
+            "--query-pseudo",
+            "cam",
+            "--episodes",
+            "1",
+            "--out",
+            str(tmp_path / "ev"),
+            "--no-progress",
+        ]
+    )
     assert rc == 1 and "give --cam-dir" in capsys.readouterr().err  # refused before the model loads

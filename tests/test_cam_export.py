@@ -30,9 +30,27 @@ def test_export_pseudo_cam_writes_a_verified_cam_graph_the_segmenter_uses(tmp_pa
     shapes["token_embedding.weight"] = (ClipTokenizer(bpe).vocab_size, shapes["token_embedding.weight"][1])
     torch.save(clip_state_dict(shapes, SEED), tmp_path / "rn50_tiny.pt")
     out = tmp_path / "bundle"
-    rc = main(["export", "--model", "tlg", "--imgsz", "64", "--verify-episodes", "1", "--out", str(out),
-               "--pseudo", "cam", "--cam-classes", "voc", "--cam-checkpoint", str(tmp_path / "rn50_tiny.pt"),
-               "--clip-bpe", str(bpe)])
+    rc = main(
+        [
+            "export",
+            "--model",
+            "tlg",
+            "--imgsz",
+            "64",
+            "--verify-episodes",
+            "1",
+            "--out",
+            str(out),
+            "--pseudo",
+            "cam",
+            "--cam-classes",
+            "voc",
+            "--cam-checkpoint",
+            str(tmp_path / "rn50_tiny.pt"),
+            "--clip-bpe",
+            str(bpe),
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "manifest.json").read_text())
     p = m["pseudo"]

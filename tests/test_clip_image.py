@@ -18,9 +18,13 @@ GOLD = REPO / "tests" / "goldens" / "cam"
 sys.path.insert(0, str(REPO / "scripts" / "goldens"))
 from cam_weights import SEED, TINY, clip_state_dict, edgefss_shapes  # noqa: E402
 
-TINY_CFG = ClipImageConfig(layers=TINY["vision_layers"], width=TINY["vision_width"],
-                           heads=TINY["vision_width"] * 32 // 64, output_dim=TINY["embed_dim"],
-                           input_resolution=TINY["image_resolution"])
+TINY_CFG = ClipImageConfig(
+    layers=TINY["vision_layers"],
+    width=TINY["vision_width"],
+    heads=TINY["vision_width"] * 32 // 64,
+    output_dim=TINY["embed_dim"],
+    input_resolution=TINY["image_resolution"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +68,11 @@ def test_wrong_files_name_missing_and_unexpected_keys(tmp_path, tiny_sd):
     del sd["visual.layer2.0.conv2.weight"]
     sd["visual.layer2.0.extra.weight"] = torch.zeros(3)
     torch.save(sd, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match=r"missing keys: layer2\.0\.conv2\.weight.*unexpected keys: "
-                                              r"layer2\.0\.extra\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys: layer2\.0\.conv2\.weight.*unexpected keys: "
+        r"layer2\.0\.extra\.weight",
+    ):
         load_clip_image(tmp_path / "bad.pt")
     sd = dict(tiny_sd)
     sd["visual.attnpool.c_proj.weight"] = torch.zeros(32, 100)
@@ -75,7 +82,11 @@ def test_wrong_files_name_missing_and_unexpected_keys(tmp_path, tiny_sd):
 
 
 def test_vit_text_only_and_missing_files_are_refused(tmp_path, tiny_sd):
-    vit = {"visual.proj": torch.zeros(8, 4), "visual.class_embedding": torch.zeros(8), "text_projection": torch.zeros(2)}
+    vit = {
+        "visual.proj": torch.zeros(8, 4),
+        "visual.class_embedding": torch.zeros(8),
+        "text_projection": torch.zeros(2),
+    }
     torch.save(vit, tmp_path / "vit.pt")
     with pytest.raises(CheckpointError, match="ViT image tower.*RN50"):
         load_clip_image(tmp_path / "vit.pt")
@@ -104,9 +115,25 @@ def test_attention_pool_equals_torch_multi_head_attention(tiny_sd, tmp_path):
     x4 = torch.randn(2, 256, 3, 3)
     t = p.tokens(x4).transpose(0, 1)  # (T,B,C)
     ref, _ = torch.nn.functional.multi_head_attention_forward(
-        t, t, t, 256, p.heads, None, torch.cat([p.q_proj.bias, p.k_proj.bias, p.v_proj.bias]), None, None,
-        False, 0.0, p.c_proj.weight, p.c_proj.bias, training=False, need_weights=False,
-        use_separate_proj_weight=True, q_proj_weight=p.q_proj.weight, k_proj_weight=p.k_proj.weight,
-        v_proj_weight=p.v_proj.weight)
+        t,
+        t,
+        t,
+        256,
+        p.heads,
+        None,
+        torch.cat([p.q_proj.bias, p.k_proj.bias, p.v_proj.bias]),
+        None,
+        None,
+        False,
+        0.0,
+        p.c_proj.weight,
+        p.c_proj.bias,
+        training=False,
+        need_weights=False,
+        use_separate_proj_weight=True,
+        q_proj_weight=p.q_proj.weight,
+        k_proj_weight=p.k_proj.weight,
+        v_proj_weight=p.v_proj.weight,
+    )
     with torch.no_grad():
         assert torch.allclose(p(x4), ref[0], atol=1e-5, rtol=1e-5)

@@ -34,5 +34,13 @@ def build_cam_generator(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-__all__ = ["IMR_VOC_CLASSES", "TEMPLATE", "background_vocabulary", "build_cam_generator", "postprocess",
-           "preprocess", "softmax_classes", "to_image_size"]
+__all__ = [
+    "IMR_VOC_CLASSES",
+    "TEMPLATE",
+    "background_vocabulary",
+    "build_cam_generator",
+    "postprocess",
+    "preprocess",
+    "softmax_classes",
+    "to_image_size",
+]

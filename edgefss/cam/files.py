@@ -66,8 +66,10 @@ class CamDir:
         self.root = Path(root)
         f = self.root / MANIFEST
         if not f.is_file():
-            raise InputError(f"--cam-dir: '{self.root}' holds no {MANIFEST}; make the masks with "
-                             f"`edgefss pseudo-masks --images <dataset folder> --classes ... --out {self.root}`")
+            raise InputError(
+                f"--cam-dir: '{self.root}' holds no {MANIFEST}; make the masks with "
+                f"`edgefss pseudo-masks --images <dataset folder> --classes ... --out {self.root}`"
+            )
         try:
             self.manifest = json.loads(f.read_text())
         except (OSError, ValueError) as exc:
@@ -80,8 +82,10 @@ class CamDir:
         """(50, 50) float32 CAM of `cls` on `image` (a path under the manifest's images folder)."""
         path = mask_path(self.root, relative_key(image, self.images_root), cls)
         if not path.is_file():
-            raise InputError(f"--cam-dir: no CAM pseudo-mask for class '{cls}' on '{image}' (expected '{path}'); "
-                             f"the folder was made for classes {self.manifest.get('targets')}")
+            raise InputError(
+                f"--cam-dir: no CAM pseudo-mask for class '{cls}' on '{image}' (expected '{path}'); "
+                f"the folder was made for classes {self.manifest.get('targets')}"
+            )
         arr = np.load(path, allow_pickle=False)
         if arr.ndim != 2 or arr.dtype != np.float32:
             raise InputError(f"--cam-dir: '{path}' holds {arr.dtype} {arr.shape}, expected a 2-D float32 map")

@@ -31,13 +31,21 @@ class CamGenerator(nn.Module):
             (recipe.SOURCE_*); text_source: which CLIP weights made `text`.
     """
 
-    def __init__(self, image_model: ClipImageModel, text: torch.Tensor, classes, class_source: str,
-                 text_source: str = ""):
+    def __init__(
+        self,
+        image_model: ClipImageModel,
+        text: torch.Tensor,
+        classes,
+        class_source: str,
+        text_source: str = "",
+    ):
         super().__init__()
         text = torch.as_tensor(text, dtype=torch.float32)
         if text.ndim != 2 or text.shape[0] != len(classes) or text.shape[1] != image_model.cfg.output_dim:
-            raise ValueError(f"text: expected ({len(classes)}, {image_model.cfg.output_dim}) features, "
-                             f"got {tuple(text.shape)}")
+            raise ValueError(
+                f"text: expected ({len(classes)}, {image_model.cfg.output_dim}) features, "
+                f"got {tuple(text.shape)}"
+            )
         self.image_model = image_model.eval()
         self.register_buffer("text", text, persistent=False)
         self.classes = list(classes)
@@ -84,15 +92,23 @@ def encode_prompts(clip_checkpoint, names, bpe_path=None) -> torch.Tensor:
     model = load_clip_text(clip_checkpoint)
     tok = ClipTokenizer(bpe_path)
     if tok.vocab_size != model.cfg.vocab_size:
-        raise InputError(f"bpe_path: the merges file gives {tok.vocab_size} tokens but the checkpoint's "
-                         f"vocabulary has {model.cfg.vocab_size}")
+        raise InputError(
+            f"bpe_path: the merges file gives {tok.vocab_size} tokens but the checkpoint's "
+            f"vocabulary has {model.cfg.vocab_size}"
+        )
     ids = tok(recipe.prompts(names), context_length=model.cfg.context_length)
     with torch.no_grad():
         return model.encode(torch.from_numpy(np.asarray(ids)))
 
 
-def build_cam_generator(targets, classes="support+background", clip_checkpoint=None, bpe_path=None,
-                        cfg: ClipImageConfig | None = None, seed: int = 0) -> CamGenerator:
+def build_cam_generator(
+    targets,
+    classes="support+background",
+    clip_checkpoint=None,
+    bpe_path=None,
+    cfg: ClipImageConfig | None = None,
+    seed: int = 0,
+) -> CamGenerator:
     """The generator for `targets` with its softmax class list.
 
     Args:
@@ -108,8 +124,10 @@ def build_cam_generator(targets, classes="support+background", clip_checkpoint=N
     names, source = recipe.softmax_classes(targets, classes)
     image_model = build_clip_image(clip_checkpoint, cfg=cfg, seed=seed)
     if clip_checkpoint is None:
-        warnings.warn("CAM generator: no CLIP checkpoint, text features are deterministic RANDOM unit vectors",
-                      stacklevel=2)
+        warnings.warn(
+            "CAM generator: no CLIP checkpoint, text features are deterministic RANDOM unit vectors",
+            stacklevel=2,
+        )
         dim = image_model.cfg.output_dim
         text = torch.from_numpy(np.stack([_random_unit(p, dim) for p in recipe.prompts(names)]))
         text_source = RANDOM_TEXT

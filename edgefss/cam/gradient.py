@@ -19,7 +19,7 @@ Backward, written forward:
     g_alpha_hj = <g_o_h, v_hj>;  g_z_hj = alpha_hj (g_alpha_hj - sum_j' alpha_hj' g_alpha_hj')
     g_q_h = sum_j g_z_hj k_hj / sqrt(d);  g_k_hj = g_z_hj q_h / sqrt(d);  g_v_hj = alpha_hj g_o_h
     g_t_j = Wk^T g_k_j + Wv^T g_v_j + [j = 0] Wq^T g_q                 dL/dt_j    (C)
-    dL/da_i = g_t_i + g_t_0 / N                                         (i = 1..N; the mean token feeds every a_i)
+    dL/da_i = g_t_i + g_t_0 / N                 (i = 1..N; the mean token feeds every a_i)
 Grad-CAM only needs the spatial mean of dL/da (`grad_cam.py:23`):
     w = (1/N) sum_i dL/da_i = (1/N) sum_{j=0..N} g_t_j = (Wv^T g_o + Wq^T g_q) / N,
 because sum_j g_v_hj = g_o_h (the attention sums to 1) and sum_j g_k_hj = 0 (a softmax gradient sums
@@ -35,7 +35,7 @@ from edgefss.cam.recipe import LOGIT_SCALE
 
 
 def _pool_forward(pool, x4: torch.Tensor):
-    """Attention-pool intermediates of x4 (B,C,H,W): tokens, q (B,h,d), k/v (B,h,T,d), alpha (B,h,T), y (B,D)."""
+    """Attention-pool intermediates of x4 (B,C,H,W): q (B,h,d), k/v (B,h,T,d), alpha (B,h,T), y (B,D)."""
     b, c = x4.shape[:2]
     nh = pool.heads
     d = c // nh
@@ -96,7 +96,7 @@ def gradcam_weights(pool, x4: torch.Tensor, text: torch.Tensor, targets: torch.T
 
 
 def layer4_gradient(pool, x4: torch.Tensor, text: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The full d softmax[target] / d x4 in closed form: (B, M, C, H, W) float32 (see the module docstring)."""
+    """The full d softmax[target] / d x4 in closed form: (B, M, C, H, W) float32 (module docstring)."""
     b, c, hh, ww = x4.shape
     d = c // pool.heads
     q, k, alpha, g_o, g_z, _ = _upstream(pool, x4, text, targets)

@@ -33,8 +33,26 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # generate_cam_voc.py:10-13, the spellings the prompts use ('diningtable', not 'dining table')
 IMR_VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 SOURCE_VOC = "dataset:voc"
@@ -91,7 +109,9 @@ def softmax_classes(targets, classes="support+background") -> tuple[list[str], s
             t = list(dict.fromkeys(targets))
             names, source = t + [w for w in background_vocabulary() if w not in t], SOURCE_SUPPORT_BG
         else:
-            raise InputError(f"softmax classes: '{classes}' is not 'voc', 'coco', '{SOURCE_SUPPORT_BG}' or a list")
+            raise InputError(
+                f"softmax classes: '{classes}' is not 'voc', 'coco', '{SOURCE_SUPPORT_BG}' or a list"
+            )
     else:
         names, source = [str(c) for c in classes], SOURCE_GIVEN
         if not names:
@@ -115,8 +135,10 @@ def target_index(targets, names) -> list[int]:
     for t in targets:
         c = canonical_name(t)
         if c not in canon:
-            raise InputError(f"class '{t}': not in the CAM softmax class list ({', '.join(list(names)[:8])}"
-                             f"{' …' if len(names) > 8 else ''}); add it or use the support+background list")
+            raise InputError(
+                f"class '{t}': not in the CAM softmax class list ({', '.join(list(names)[:8])}"
+                f"{' …' if len(names) > 8 else ''}); add it or use the support+background list"
+            )
         out.append(canon[c])
     return out
 
@@ -127,7 +149,7 @@ def prompts(names) -> list[str]:
 
 
 def preprocess(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, size, size) float32 CLIP input: the official `_transform(size)` on a PIL image.
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32 CLIP input: the official `_transform(size)`, PIL image.
 
     Raises:
         InputError: not an (H, W, 3) uint8 array.

@@ -16,16 +16,27 @@ from edgefss.errors import InputError
 
 def add_arguments(p) -> None:
     p.add_argument("--images", required=True, help="folder of images (searched recursively, see --ext)")
-    p.add_argument("--classes", required=True,
-                   help="comma-separated class names to make masks for, or 'voc' / 'coco' (every class of the "
-                        "benchmark, softmax over that list)")
-    p.add_argument("--softmax-classes", default="auto",
-                   help="the list the softmax(100 cos) runs over: 'voc', 'coco', 'support+background' (the "
-                        "--classes plus a background vocabulary) or comma-separated names. auto: the benchmark "
-                        "list for --classes voc/coco, else support+background")
-    p.add_argument("--clip-checkpoint", default=None,
-                   help="CLIP RN50 weights (OpenAI RN50.pt or open_clip); default: random (masks meaningless, says so)")
-    p.add_argument("--bpe", default=None, help="CLIP merges file bpe_simple_vocab_16e6.txt.gz (with --clip-checkpoint)")
+    p.add_argument(
+        "--classes",
+        required=True,
+        help="comma-separated class names to make masks for, or 'voc' / 'coco' (every class of the "
+        "benchmark, softmax over that list)",
+    )
+    p.add_argument(
+        "--softmax-classes",
+        default="auto",
+        help="the list the softmax(100 cos) runs over: 'voc', 'coco', 'support+background' (the "
+        "--classes plus a background vocabulary) or comma-separated names. auto: the benchmark "
+        "list for --classes voc/coco, else support+background",
+    )
+    p.add_argument(
+        "--clip-checkpoint",
+        default=None,
+        help="CLIP RN50 weights (OpenAI RN50.pt or open_clip); default: random (masks meaningless, says so)",
+    )
+    p.add_argument(
+        "--bpe", default=None, help="CLIP merges file bpe_simple_vocab_16e6.txt.gz (with --clip-checkpoint)"
+    )
     p.add_argument("--ext", default=".jpg,.jpeg", help="image file extensions to take (comma-separated)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
@@ -57,8 +68,11 @@ def list_images(root: Path, exts, out: Path) -> list[Path]:
         raise InputError(f"--images: '{root}' is not a folder")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in exts}
     out_r = out.resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts
-                   and out_r not in p.resolve().parents)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in exts and out_r not in p.resolve().parents
+    )
     if not files:
         raise InputError(f"--images: no {'/'.join(sorted(exts))} files under '{root}'")
     return files
@@ -81,9 +95,16 @@ def run(args) -> int:
     images = list_images(root, _split(args.ext), out)
     gen = build_cam_generator(targets, softmax, clip_checkpoint=args.clip_checkpoint, bpe_path=args.bpe)
     manifest = {
-        "format": files.FORMAT, "images": str(root.resolve()), "targets": targets, "softmax_classes": gen.classes,
-        "class_source": gen.class_source, "template": TEMPLATE, "text_source": gen.text_source,
-        "random_init": gen.text_source == RANDOM_TEXT, "size": OUT_SIZE, "resolution": gen.resolution,
+        "format": files.FORMAT,
+        "images": str(root.resolve()),
+        "targets": targets,
+        "softmax_classes": gen.classes,
+        "class_source": gen.class_source,
+        "template": TEMPLATE,
+        "text_source": gen.text_source,
+        "random_init": gen.text_source == RANDOM_TEXT,
+        "size": OUT_SIZE,
+        "resolution": gen.resolution,
         "recipe": "IMR-HSNet generate_cam_voc.py: CLIP RN50 Grad-CAM on visual.layer4[-1] (docs/cam.md)",
     }
     mf = out / files.MANIFEST
@@ -95,18 +116,24 @@ def run(args) -> int:
             raise InputError(f"--out: '{mf}' could not be read: {exc}") from exc
         if old != manifest:
             diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise InputError(f"--out: '{out}' already holds pseudo-masks made with another recipe (differs in "
-                             f"{', '.join(diff)}); choose another --out")
+            raise InputError(
+                f"--out: '{out}' already holds pseudo-masks made with another recipe (differs in "
+                f"{', '.join(diff)}); choose another --out"
+            )
     else:
         keys = [files.relative_key(p, root) for p in images]
         for k in keys:
             for c in targets:
                 if files.mask_path(out, k, c).exists():
-                    raise InputError(f"--out: '{files.mask_path(out, k, c)}' exists and was not made by this "
-                                     "command (no pseudo_masks.json); choose another --out")
+                    raise InputError(
+                        f"--out: '{files.mask_path(out, k, c)}' exists and was not made by this "
+                        "command (no pseudo_masks.json); choose another --out"
+                    )
         write_bytes_atomic(mf, (json.dumps(manifest, indent=1) + "\n").encode(), "--out manifest")
     if gen.text_source == RANDOM_TEXT:
-        print("[pseudo-masks] WARNING: no --clip-checkpoint: random CLIP weights, the masks are not meaningful")
+        print(
+            "[pseudo-masks] WARNING: no --clip-checkpoint: random CLIP weights, the masks are not meaningful"
+        )
     made = kept = 0
     it = images if args.no_progress else tqdm(images, desc="CAM pseudo-masks", unit="img")
     for p in it:
@@ -119,7 +146,9 @@ def run(args) -> int:
         for q, m in zip(paths, masks):
             write_bytes_atomic(q, files.npy_bytes(m), "pseudo-mask")
         made += 1
-    print(f"[pseudo-masks] {made} images x {len(targets)} classes written"
-          + (f", {kept} already there (resumed)" if kept else "")
-          + f"; softmax over {len(gen.classes)} classes ({gen.class_source}); {out}/{files.MANIFEST}")
+    print(
+        f"[pseudo-masks] {made} images x {len(targets)} classes written"
+        + (f", {kept} already there (resumed)" if kept else "")
+        + f"; softmax over {len(gen.classes)} classes ({gen.class_source}); {out}/{files.MANIFEST}"
+    )
     return 0

@@ -1,4 +1,4 @@
-"""The CLIP Grad-CAM pseudo-mask generator as a graph of a TLG bundle (`edgefss export --model tlg --pseudo cam`).
+"""The CLIP Grad-CAM pseudo-mask generator as a TLG bundle graph (`edgefss export --model tlg --pseudo cam`).
 
 `cam.onnx`: `cam_image` (1, 3, R, R) float32 (edgefss.cam.recipe.preprocess), `cam_text` (K, D)
 float32 unit rows (the softmax classes' 'a photo of a {c}' features), `cam_targets` (1, M) int64
@@ -24,7 +24,7 @@ from edgefss.cam import recipe
 from edgefss.errors import StateError
 from edgefss.exporters.graphs import GraphDef
 from edgefss.exporters.onnx_export import export_graph, io_signature
-from edgefss.runtime.cam import GRAPH_FILE, IMAGE, MANIFEST_KEY, OUTPUT, TARGETS, TEXT, TEXT_FILE
+from edgefss.runtime.cam import GRAPH_FILE, IMAGE, OUTPUT, TARGETS, TEXT, TEXT_FILE
 
 FP32_TOL = 1e-5  # on the post-processed 50 x 50 maps, as the torch-vs-autograd parity
 
@@ -43,8 +43,12 @@ class CamGraph(nn.Module):
 
 
 def graph_def(image_model) -> GraphDef:
-    return GraphDef(CamGraph(image_model), [IMAGE, TEXT, TARGETS], [OUTPUT],
-                    {TEXT: {0: "K"}, TARGETS: {1: "M"}, OUTPUT: {1: "M"}})
+    return GraphDef(
+        CamGraph(image_model),
+        [IMAGE, TEXT, TARGETS],
+        [OUTPUT],
+        {TEXT: {0: "K"}, TARGETS: {1: "M"}, OUTPUT: {1: "M"}},
+    )
 
 
 def export_cam_graph(image_model, path, n_classes: int = 4) -> Path:
@@ -52,8 +56,11 @@ def export_cam_graph(image_model, path, n_classes: int = 4) -> Path:
     r, d = image_model.cfg.input_resolution, image_model.cfg.output_dim
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(n_classes, d, generator=g), dim=-1)
-    example = {IMAGE: torch.randn(1, 3, r, r, generator=g), TEXT: text,
-               TARGETS: torch.tensor([[0, n_classes - 1]], dtype=torch.long)}
+    example = {
+        IMAGE: torch.randn(1, 3, r, r, generator=g),
+        TEXT: text,
+        TARGETS: torch.tensor([[0, n_classes - 1]], dtype=torch.long),
+    }
     return export_graph(graph_def(image_model), example, path)
 
 
@@ -78,8 +85,12 @@ def cam_vocabulary(table_classes) -> list[str]:
     the VOC and COCO benchmark names (official spellings), deduplicated by canonical name."""
     from edgefss.text.prompts import canonical_name
 
-    names = list(table_classes) + recipe.background_vocabulary() + list(recipe.IMR_VOC_CLASSES) \
+    names = (
+        list(table_classes)
+        + recipe.background_vocabulary()
+        + list(recipe.IMR_VOC_CLASSES)
         + list(recipe.imr_coco_classes())
+    )
     out, seen = [], set()
     for n in names:
         c = canonical_name(n)
@@ -89,8 +100,9 @@ def cam_vocabulary(table_classes) -> list[str]:
     return out
 
 
-def stage_cam_generator(clip_checkpoint, bpe_path, classes: str, table_classes, work: Path, writer,
-                        verify_images, log=print) -> dict:
+def stage_cam_generator(
+    clip_checkpoint, bpe_path, classes: str, table_classes, work: Path, writer, verify_images, log=print
+) -> dict:
     """Export + verify the CAM graph and stage `cam.onnx` and `cam_text.npz` in the bundle writer.
 
     Args:
@@ -113,28 +125,52 @@ def stage_cam_generator(clip_checkpoint, bpe_path, classes: str, table_classes, 
     # verified on the first 6 shipped names, every one a target (each CAM checked)
     check = type(gen)(gen.image_model, gen.text[:6], gen.classes[:6], gen.class_source, gen.text_source)
     ver = verify_cam_graph(check, engine, verify_images)
-    log(f"verification cam onnxruntime vs PyTorch on {ver['maps']} CAMs: max-abs {ver['max_abs']:g} "
-        f"(tol {ver['tol']:g}): {'PASS' if ver['passed'] else 'FAIL'}")
+    log(
+        f"verification cam onnxruntime vs PyTorch on {ver['maps']} CAMs: max-abs {ver['max_abs']:g} "
+        f"(tol {ver['tol']:g}): {'PASS' if ver['passed'] else 'FAIL'}"
+    )
     if not ver["passed"]:
-        raise StateError(f"CAM graph verification failed: max-abs {ver['max_abs']:g} > {ver['tol']:g}; "
-                         "bundle not written")
+        raise StateError(
+            f"CAM graph verification failed: max-abs {ver['max_abs']:g} > {ver['tol']:g}; bundle not written"
+        )
     from edgefss.text.prompts import canonical_name
 
-    np.savez_compressed(writer.path(TEXT_FILE), names=np.array([canonical_name(n) for n in names]),
-                        prompts=np.array(recipe.prompts(names)), embeddings=gen.text.numpy().astype(np.float32))
+    np.savez_compressed(
+        writer.path(TEXT_FILE),
+        names=np.array([canonical_name(n) for n in names]),
+        prompts=np.array(recipe.prompts(names)),
+        embeddings=gen.text.numpy().astype(np.float32),
+    )
     shutil.copyfile(path, writer.path(GRAPH_FILE))
     cfg = gen.image_model.cfg
-    return {"kind": "cam", "file": GRAPH_FILE, "text": TEXT_FILE, "classes": classes,
-            "class_source": {"voc": recipe.SOURCE_VOC, "coco": recipe.SOURCE_COCO}.get(classes,
-                                                                                     recipe.SOURCE_SUPPORT_BG),
-            "template": recipe.TEMPLATE, "resolution": int(cfg.input_resolution), "size": recipe.OUT_SIZE,
-            "text_source": gen.text_source, "random_init": gen.text_source == RANDOM_TEXT,
-            "clip_checkpoint": None if clip_checkpoint is None else str(clip_checkpoint),
-            "recipe": "IMR-HSNet generate_cam_voc.py: CLIP RN50 Grad-CAM on visual.layer4[-1] (docs/cam.md)",
-            "runs_on": "onnxruntime cpu (any bundle backend)", "verification": {"onnxruntime_fp32": ver},
-            **io_signature(path, graph_def(gen.image_model).dynamic_axes,
-                           {IMAGE: (1, 3, cfg.input_resolution, cfg.input_resolution), TEXT: (len(names), cfg.output_dim),
-                            TARGETS: (1, 2), OUTPUT: (1, 2, cfg.grid, cfg.grid)})}
+    return {
+        "kind": "cam",
+        "file": GRAPH_FILE,
+        "text": TEXT_FILE,
+        "classes": classes,
+        "class_source": {"voc": recipe.SOURCE_VOC, "coco": recipe.SOURCE_COCO}.get(
+            classes, recipe.SOURCE_SUPPORT_BG
+        ),
+        "template": recipe.TEMPLATE,
+        "resolution": int(cfg.input_resolution),
+        "size": recipe.OUT_SIZE,
+        "text_source": gen.text_source,
+        "random_init": gen.text_source == RANDOM_TEXT,
+        "clip_checkpoint": None if clip_checkpoint is None else str(clip_checkpoint),
+        "recipe": "IMR-HSNet generate_cam_voc.py: CLIP RN50 Grad-CAM on visual.layer4[-1] (docs/cam.md)",
+        "runs_on": "onnxruntime cpu (any bundle backend)",
+        "verification": {"onnxruntime_fp32": ver},
+        **io_signature(
+            path,
+            graph_def(gen.image_model).dynamic_axes,
+            {
+                IMAGE: (1, 3, cfg.input_resolution, cfg.input_resolution),
+                TEXT: (len(names), cfg.output_dim),
+                TARGETS: (1, 2),
+                OUTPUT: (1, 2, cfg.grid, cfg.grid),
+            },
+        ),
+    }
 
 
 def verify_images(n: int = 2) -> list:

@@ -160,8 +160,8 @@ def image_state_dict(sd: dict, what: str = "clip_checkpoint") -> dict:
         CheckpointError: no image tower, or a ViT one (the Grad-CAM recipe needs the ResNet).
     """
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    out = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.") and torch.is_tensor(v)}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    out = {k[len("visual.") :]: v for k, v in sd.items() if k.startswith("visual.") and torch.is_tensor(v)}
     if "proj" in out or "class_embedding" in out:
         raise CheckpointError(
             f"{what}: the file holds a CLIP ViT image tower (visual.proj / visual.class_embedding); the CAM "
@@ -170,8 +170,9 @@ def image_state_dict(sd: dict, what: str = "clip_checkpoint") -> dict:
     if "attnpool.positional_embedding" not in out or "layer1.0.conv1.weight" not in out:
         some = ", ".join(list(sd)[:6])
         raise CheckpointError(
-            f"{what}: no CLIP ResNet image tower found (expected keys visual.conv1.weight, visual.layer1..4.*, "
-            f"visual.attnpool.positional_embedding, visual.attnpool.{{q,k,v,c}}_proj.*); the file has: {some} …"
+            f"{what}: no CLIP ResNet image tower found (expected keys visual.conv1.weight, "
+            "visual.layer1..4.*, visual.attnpool.positional_embedding, visual.attnpool.{q,k,v,c}_proj.*); "
+            f"the file has: {some} …"
         )
     return out
 
@@ -183,11 +184,17 @@ def config_from_state_dict(sd: dict) -> ClipImageConfig:
     n_tok = int(sd["attnpool.positional_embedding"].shape[0])
     grid = round((n_tok - 1) ** 0.5)
     if grid * grid + 1 != n_tok:
-        raise CheckpointError(f"clip_checkpoint: visual.attnpool.positional_embedding has {n_tok} rows, "
-                              "expected grid^2 + 1")
+        raise CheckpointError(
+            f"clip_checkpoint: visual.attnpool.positional_embedding has {n_tok} rows, expected grid^2 + 1"
+        )
     out_dim = int(sd["attnpool.c_proj.weight"].shape[0]) if "attnpool.c_proj.weight" in sd else 1024
-    return ClipImageConfig(layers=layers, width=width, heads=max(1, width * 32 // 64), output_dim=out_dim,
-                           input_resolution=grid * 32)
+    return ClipImageConfig(
+        layers=layers,
+        width=width,
+        heads=max(1, width * 32 // 64),
+        output_dim=out_dim,
+        input_resolution=grid * 32,
+    )
 
 
 def load_clip_image(path) -> ClipImageModel:
@@ -210,8 +217,11 @@ def load_clip_image(path) -> ClipImageModel:
     own = model.state_dict()
     # BatchNorm step counters are bookkeeping some exporters drop; they do not affect eval outputs
     sd = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **sd}
-    load_into(model, {k: (v if k.endswith("num_batches_tracked") else v.float()) for k, v in sd.items()},
-              f"CLIP image tower ({path.name})")
+    load_into(
+        model,
+        {k: (v if k.endswith("num_batches_tracked") else v.float()) for k, v in sd.items()},
+        f"CLIP image tower ({path.name})",
+    )
     return model.eval()
 
 

@@ -38,7 +38,9 @@ class CamPseudo:
 
         self.entry = manifest.get(MANIFEST_KEY) or {}
         if self.entry.get("kind") != "cam":
-            raise BundleError(f"bundle: '{bundle_dir}' has no CAM pseudo-mask graph (export with --pseudo cam)")
+            raise BundleError(
+                f"bundle: '{bundle_dir}' has no CAM pseudo-mask graph (export with --pseudo cam)"
+            )
         d = Path(bundle_dir)
         for f in (self.entry.get("file", GRAPH_FILE), self.entry.get("text", TEXT_FILE)):
             if not (d / f).is_file():
@@ -49,8 +51,13 @@ class CamPseudo:
         for i, n in enumerate(names.tolist()):
             self.row.setdefault(canonical_name(n), i)
         self.resolution = int(self.entry.get("resolution", 224))
-        self.engine = open_graphs("onnxruntime", "fp32", {"cam": d / self.entry.get("file", GRAPH_FILE)},
-                                  threads=threads, device="cpu")
+        self.engine = open_graphs(
+            "onnxruntime",
+            "fp32",
+            {"cam": d / self.entry.get("file", GRAPH_FILE)},
+            threads=threads,
+            device="cpu",
+        )
 
     def softmax_list(self, class_names) -> tuple[list[str], np.ndarray]:
         """(softmax class names, (K, D) float32 text rows) for a support set's names, per the recipe."""
@@ -60,9 +67,11 @@ class CamPseudo:
         names, _ = softmax_classes(class_names, self.entry.get("classes", "support+background"))
         missing = [n for n in names if canonical_name(n) not in self.row]
         if missing:
-            raise InputError(f"CAM pseudo-masks: no CLIP RN50 text feature in this bundle for {missing[:5]}; "
-                             "the bundle ships its table's classes, the scene vocabulary and the VOC/COCO names "
-                             "(re-export with the class in --classes)")
+            raise InputError(
+                f"CAM pseudo-masks: no CLIP RN50 text feature in this bundle for {missing[:5]}; "
+                "the bundle ships its table's classes, the scene vocabulary and the VOC/COCO names "
+                "(re-export with the class in --classes)"
+            )
         return names, self.embeddings[[self.row[canonical_name(n)] for n in names]]
 
     def masks(self, rgb: np.ndarray, class_names) -> np.ndarray:

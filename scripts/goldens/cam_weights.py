@@ -19,9 +19,17 @@ import zlib
 import torch
 
 SEED = 20220718
-TINY = dict(embed_dim=32, image_resolution=96, vision_layers=(2, 1, 1, 2), vision_width=8,
-            context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
-            transformer_layers=1)
+TINY = dict(
+    embed_dim=32,
+    image_resolution=96,
+    vision_layers=(2, 1, 1, 2),
+    vision_width=8,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=1,
+)
 SHARED_DIR = 1.0  # weight of the shared text-projection direction
 TEXT_SPREAD = 0.03  # per-token part of the text projection
 
@@ -77,12 +85,25 @@ def edgefss_shapes() -> dict:
     from edgefss.text.clip_text import ClipTextConfig, ClipTextModel
 
     t = TINY
-    img = ClipImageModel(ClipImageConfig(layers=t["vision_layers"], width=t["vision_width"],
-                                         heads=t["vision_width"] * 32 // 64, output_dim=t["embed_dim"],
-                                         input_resolution=t["image_resolution"]))
-    txt = ClipTextModel(ClipTextConfig(embed_dim=t["embed_dim"], width=t["transformer_width"],
-                                       layers=t["transformer_layers"], heads=t["transformer_heads"],
-                                       context_length=t["context_length"], vocab_size=t["vocab_size"]))
+    img = ClipImageModel(
+        ClipImageConfig(
+            layers=t["vision_layers"],
+            width=t["vision_width"],
+            heads=t["vision_width"] * 32 // 64,
+            output_dim=t["embed_dim"],
+            input_resolution=t["image_resolution"],
+        )
+    )
+    txt = ClipTextModel(
+        ClipTextConfig(
+            embed_dim=t["embed_dim"],
+            width=t["transformer_width"],
+            layers=t["transformer_layers"],
+            heads=t["transformer_heads"],
+            context_length=t["context_length"],
+            vocab_size=t["vocab_size"],
+        )
+    )
     shapes = {f"visual.{k}": tuple(v.shape) for k, v in img.state_dict().items()}
     shapes.update({k: tuple(v.shape) for k, v in txt.state_dict().items()})
     shapes["logit_scale"] = ()

@@ -6,7 +6,8 @@ Regenerate (only then is the official code imported; it is never copied into thi
         bpe_simple_vocab_16e6.txt.gz $(git --git-dir=<IMR-HSNet .git> ls-tree -r --name-only HEAD \
         pytorch_grad_cam | grep '\\.py$'); do mkdir -p $(dirname $f); git --git-dir=<IMR-HSNet .git> \
         show HEAD:$f > $f; done
-    cd <edgefss> && PYTHONPATH=. .venv/bin/python scripts/goldens/make_cam_goldens.py --official /tmp/imr_off \
+    cd <edgefss> && PYTHONPATH=. .venv/bin/python scripts/goldens/make_cam_goldens.py \
+        --official /tmp/imr_off \
         --data ../shared/data --out tests/goldens/cam
 
 What is run:
@@ -53,7 +54,7 @@ def sd_sha256(sd: dict) -> str:
 
 
 def torchvision_preprocess(pil, n_px: int) -> np.ndarray:
-    """torchvision (0.8-0.11) Resize(n_px, BICUBIC) + CenterCrop(n_px) + ToTensor + Normalize on a PIL image."""
+    """torchvision (0.8-0.11) Resize(n_px, BICUBIC), CenterCrop(n_px), ToTensor, Normalize on a PIL image."""
     from PIL import Image
 
     w, h = pil.size
@@ -85,7 +86,9 @@ def _stubs():
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--official", required=True, help="folder with the official model_clip.py, clip.py, pytorch_grad_cam/")
+    ap.add_argument(
+        "--official", required=True, help="folder with the official model_clip.py, clip.py, pytorch_grad_cam/"
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default="tests/goldens/cam")
     a = ap.parse_args()
@@ -111,9 +114,18 @@ def main() -> int:
     del rn50
     # 2. tiny CLIP through the official generator
     t = TINY
-    shapes_model = model_clip.CLIP(t["embed_dim"], t["image_resolution"], t["vision_layers"], t["vision_width"], None,
-                                   t["context_length"], t["vocab_size"], t["transformer_width"],
-                                   t["transformer_heads"], t["transformer_layers"])
+    shapes_model = model_clip.CLIP(
+        t["embed_dim"],
+        t["image_resolution"],
+        t["vision_layers"],
+        t["vision_width"],
+        None,
+        t["context_length"],
+        t["vocab_size"],
+        t["transformer_width"],
+        t["transformer_heads"],
+        t["transformer_layers"],
+    )
     shapes = {k: tuple(v.shape) for k, v in shapes_model.state_dict().items()}
     sd = clip_state_dict(shapes, SEED)
     model = model_clip.build_model({k: v.clone() for k, v in sd.items()}).float().eval()
@@ -121,8 +133,12 @@ def main() -> int:
     with torch.no_grad():
         text = model.encode_text(ids)
         text = text / text.norm(dim=-1, keepdim=True)
-    rec = {"classes": np.array(CLASSES), "targets": np.array(TARGETS, np.int64), "ids": ids.numpy(),
-           "text": text.numpy()}
+    rec = {
+        "classes": np.array(CLASSES),
+        "targets": np.array(TARGETS, np.int64),
+        "ids": ids.numpy(),
+        "text": text.numpy(),
+    }
     imgs, xs, probs, weights, cam96, cam50 = [], [], [], [], [], []
     for path, targets in zip(IMAGES, TARGETS):
         pil = Image.open(Path(a.data) / path).convert("RGB")
@@ -150,13 +166,26 @@ def main() -> int:
     for i, im in enumerate(imgs):
         rec[f"image{i}"] = im
     del rec["images"]
-    rec.update(x=np.stack(xs), probs=np.stack(probs), weights=np.array(weights, np.float32),
-               cam96=np.array(cam96, np.float32), cam50=np.array(cam50, np.float32))
+    rec.update(
+        x=np.stack(xs),
+        probs=np.stack(probs),
+        weights=np.array(weights, np.float32),
+        cam96=np.array(cam96, np.float32),
+        cam50=np.array(cam50, np.float32),
+    )
     np.savez_compressed(out / "tiny.npz", **rec)
-    meta = {"seed": SEED, "tiny": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
-            "state_dict_sha256": sd_sha256(sd), "images": list(IMAGES), "max_side": MAX_SIDE,
-            "official": "Whileherham/IMR-HSNet@5757227", "torch": torch.__version__, "numpy": np.__version__,
-            "cv2": cv2.__version__, "probs": np.stack(probs).round(4).tolist()}
+    meta = {
+        "seed": SEED,
+        "tiny": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+        "state_dict_sha256": sd_sha256(sd),
+        "images": list(IMAGES),
+        "max_side": MAX_SIDE,
+        "official": "Whileherham/IMR-HSNet@5757227",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cv2": cv2.__version__,
+        "probs": np.stack(probs).round(4).tolist(),
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta["probs"]))
     print("cam50 max per map", np.array(cam50).max(axis=(2, 3)))
