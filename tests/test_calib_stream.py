@@ -99,7 +99,7 @@ def test_streamed_gate_equals_gate_on_all_outputs(tiny, tmp_path):
     enc, _ = calibration_feeds(builder, engine, eps)
     quantize_onnx(files["encoder"], tmp_path / "enc8.onnx", enc, keep_last=False, label="", isa="avx512_vnni")
     test = open_graphs("onnxruntime", "int8", {"encoder": tmp_path / "enc8.onnx", "head": files["head"]})
-    streamed = compare_pipelines(builder, lean(engine), test, eps, 0.9)
+    streamed = compare_pipelines(builder, lean(open_graphs("onnxruntime", "fp32", files)), test, eps, 0.9)
     ro, to, rm, tm = [], [], [], []
     for i, ep in enumerate(eps):
         data = load_episode(builder, ep)
@@ -113,8 +113,9 @@ def test_streamed_gate_equals_gate_on_all_outputs(tiny, tmp_path):
 
 def test_lean_engine_same_outputs_and_passes_attributes(tiny):
     files, builder, engine, eps = tiny
-    le = lean(engine)
+    le = lean(open_graphs("onnxruntime", "fp32", files))
     assert le.device == engine.device and le.name == "onnxruntime"
+    assert all(not sess.get_session_options().enable_cpu_mem_arena for sess in le.sessions.values())
     x = builder.image(eps[0].query.image)
     a, b = engine.run("encoder", {"image": x}), le.run("encoder", {"image": x})
     assert list(a) == list(b)

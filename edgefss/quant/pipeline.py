@@ -8,7 +8,7 @@ FP32 and the reduced-precision graphs on the same held-out episodes. The engines
 Memory (a 400 px export must fit an 8 GB laptop): calibration samples are made when the
 calibrator reads them (`LazyFeeds`), never all up front (a CST head sample holds a 46 MB
 query_feats); the gate reduces each episode to its figures before the next one runs
-(`gate.GateAccumulator`); `lean` makes an ONNX Runtime engine hand its arena back after every run.
+(`gate.GateAccumulator`); `lean` makes an ONNX Runtime engine give its memory back after every run.
 """
 
 from __future__ import annotations
@@ -129,27 +129,43 @@ def compare_pipelines(builder: FeedBuilder, ref, test, episodes: list, threshold
 
 
 class LeanOrt:
-    """An ONNX Runtime engine (runtime/backends/ort.OrtBackend) whose runs give their arena back:
-    the run option `memory.enable_memory_arena_shrinkage` frees the arena's unused chunks when a
-    run ends, so an export's FP32 reference does not keep the peak of its largest run (the CST
-    head at B=2 grew it by ~2.8 GB) while calibration and the gate run beside it.
+    """An ONNX Runtime engine (runtime/backends/ort.OrtBackend) that gives its memory back after
+    every run, for an export's FP32 reference: it runs beside calibration and the gate, and ORT's
+    CPU arena would keep the high-water mark of its largest run (the CST head at B=2 grew it by
+    ~2.8 GB; the learner graph alone keeps 1.3 GB with the arena, 460 MB with arena shrinkage, 0
+    without the arena).
 
+    The CPU sessions are reopened from their files with the runtime's session options
+    (backends/ort.session_options) and the arena off: same kernels, same outputs. Sessions
+    opened from bytes, or on CUDA, keep their arena and shrink it after each run instead.
     Everything else is the wrapped engine's (`getattr` passes through).
     """
 
     def __init__(self, backend):
         import onnxruntime as ort
 
-        bound_heap()  # what the arena gives back must leave the process, not stay in the heap
+        from edgefss.runtime.backends.ort import session_options
+
+        bound_heap()  # what the engine gives back must leave the process, not stay in the heap
         self._be = backend
-        self._ro = ort.RunOptions()
-        devs = "cpu:0" + (";gpu:0" if getattr(backend, "device", "cpu") == "cuda" else "")
-        self._ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", devs)
+        self._ro = None
+        paths = {g: getattr(s, "_model_path", None) for g, s in backend.sessions.items()}
+        if getattr(backend, "device", "cpu") == "cpu" and all(paths.values()):
+            opts = session_options(ort)
+            opts.enable_cpu_mem_arena = False
+            backend.sessions = {g: ort.InferenceSession(p, sess_options=opts, providers=["CPUExecutionProvider"])
+                                for g, p in paths.items()}
+        else:
+            self._ro = ort.RunOptions()
+            devs = "cpu:0" + (";gpu:0" if getattr(backend, "device", "cpu") == "cuda" else "")
+            self._ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", devs)
 
     def __getattr__(self, name):
         return getattr(self._be, name)
 
     def run(self, graph: str, feeds: dict) -> dict:
+        if self._ro is None:
+            return self._be.run(graph, feeds)
         names = self._be.outputs[graph]
         return dict(zip(names, self._be.sessions[graph].run(names, feeds, self._ro)))
 
