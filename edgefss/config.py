@@ -31,7 +31,7 @@ class PreprocessCfg:
         return cls(imgsz=int(d["imgsz"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
 
 
-MODEL_NAMES = ("tlg", "cst")
+MODEL_NAMES = ("tlg", "cst", "imr_hsnet")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -15,7 +15,7 @@ from edgefss.errors import InputError
 from edgefss.exporters.fused_attention import PLAIN
 from edgefss.exporters.stable_norm import F64_STATS
 
-MODEL_VARIANT = {"tlg": "resnet50", "cst": "vit_small_patch8"}
+MODEL_VARIANT = {"tlg": "resnet50", "cst": "vit_small_patch8", "imr_hsnet": "resnet50"}
 
 
 @dataclass
@@ -118,6 +118,26 @@ def _cst(checkpoint, imgsz, attention, backbone_checkpoint=None) -> ModelGraphs:
     )
 
 
+def _imr(checkpoint, imgsz, backbone_checkpoint=None) -> ModelGraphs:
+    from edgefss.exporters.imr_graphs import IMREncoderGraph, IMRHeadGraph, imr_example_inputs, imr_io
+    from edgefss.models import build_model
+
+    model = build_model("imr_hsnet", checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint,
+                        imgsz=imgsz).eval()
+    io = imr_io(model)
+    graphs = {
+        "encoder": GraphDef(IMREncoderGraph(model).eval(), *_io_triplet(io["encoder"])),
+        "head": GraphDef(IMRHeadGraph(model).eval(), *_io_triplet(io["head"])),
+    }
+    return ModelGraphs(
+        "imr_hsnet", "resnet50", imgsz, model, graphs,
+        lambda n_support=1: imr_example_inputs(model, n_support=n_support),
+        checkpoint is None,
+        {"threshold": None, "stages": model.cfg.stages,
+         "generator": "external: CAM pseudo-masks at imgsz/8 are head inputs (query_pseudo, support_pseudo)"},
+    )
+
+
 def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = PLAIN,
                 backbone_checkpoint=None) -> ModelGraphs:
     """Build model `kind` ('tlg' | 'cst') and its graph wrappers (random init without checkpoint).
@@ -130,4 +150,6 @@ def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = P
         return _tlg(checkpoint, imgsz, backbone_checkpoint)
     if kind == "cst":
         return _cst(checkpoint, imgsz, attention, backbone_checkpoint)
-    raise InputError(f"--model {kind!r}; expected 'tlg' or 'cst'")
+    if kind == "imr_hsnet":  # ResNet-50, 2 stages (the released test default)
+        return _imr(checkpoint, imgsz, backbone_checkpoint)
+    raise InputError(f"--model {kind!r}; expected 'tlg', 'cst' or 'imr_hsnet'")

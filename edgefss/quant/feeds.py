@@ -19,16 +19,17 @@ from edgefss.errors import InputError
 from edgefss.runtime.adapters import stack_entries
 from edgefss.transforms import load_mask, preprocess
 
-KINDS = ("cst", "tlg")
+KINDS = ("cst", "tlg", "imr_hsnet")
 _CST_ENCODER_OUTPUTS = ("query_feats", "support_feats", "pseudo_prob")
 _HEAD_OUTPUTS = {"cst": ("cls_logits", "seg_logits"),
-                 "tlg": ("query_logits", "support_logits", "query_prior")}
+                 "tlg": ("query_logits", "support_logits", "query_prior"),
+                 "imr_hsnet": ("query_logits", "support_logits")}
 
 
 def _manifest(kind: str, pre: PreprocessCfg, head_inputs: list) -> dict:
     """The manifest fields an adapter reads, from the head's input names (design.md naming:
     TLG head input `query_feat_XX` is encoder output `feat_XX`)."""
-    if kind == "tlg":
+    if kind in ("tlg", "imr_hsnet"):
         enc_out = [n[len("query_"):] for n in head_inputs if n.startswith("query_feat_")]
     else:
         enc_out = list(_CST_ENCODER_OUTPUTS)
@@ -60,6 +61,10 @@ class FeedBuilder:
             from edgefss.runtime.cst import CSTAdapter
 
             self.adapter = CSTAdapter(manifest, None)
+        elif kind == "imr_hsnet":
+            from edgefss.runtime.imr import IMRAdapter
+
+            self.adapter = IMRAdapter(manifest, None)
         else:
             from edgefss.runtime.tlg import TLGAdapter
 
@@ -93,13 +98,18 @@ class FeedBuilder:
         Returns:
             {input name: float32 array} in `head_inputs` order.
         """
+        if self.kind == "imr_hsnet":
+            # its head needs both CAM slots: the episode's masks stand in, all-ones where it has none
+            ones = np.ones((self.grid, self.grid), np.float32)
+            s_masks = [ones if m is None else m for m in s_masks]
+            q_mask, use_given = (ones if q_mask is None else q_mask), True
         with warnings.catch_warnings():
             # TLG says a support mask does not change the query prediction; true, and known here
             warnings.filterwarnings("ignore", message="TLG: a support mask")
             entries = [self.adapter.support_entry(e, m, cls) for e, m in zip(enc_s, s_masks)]
         B = len(entries)
         refine = None
-        if self.kind == "tlg" and use_given and q_mask is not None:
+        if self.kind in ("tlg", "imr_hsnet") and use_given and q_mask is not None:
             refine = np.repeat(np.asarray(q_mask, np.float32)[None], B, 0)
         feeds = {**self.adapter.query_entry(enc_q), **stack_entries(entries),
                  **self.adapter.head_extras(B, refine)}

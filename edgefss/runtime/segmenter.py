@@ -108,7 +108,11 @@ def _adapter_for(manifest: dict, bundle_dir) -> Adapter:
         from edgefss.runtime.tlg import TLGAdapter
 
         return TLGAdapter(manifest, bundle_dir)
-    raise BundleError(f"bundle: '{bundle_dir}' has model {model!r}; this runtime runs 'cst' and 'tlg'")
+    if model == "imr_hsnet":
+        from edgefss.runtime.imr import IMRAdapter
+
+        return IMRAdapter(manifest, bundle_dir)
+    raise BundleError(f"bundle: '{bundle_dir}' has model {model!r}; this runtime runs 'cst', 'tlg' and 'imr_hsnet'")
 
 
 class _ClosedBackend:
