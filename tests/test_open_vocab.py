@@ -438,3 +438,27 @@ def test_export_options_for_the_text_encoder(clip_files):
         resolve(model="tlg", text_encoder="fp16", clip_checkpoint=str(ckpt))
     with pytest.raises(InputError, match="--clip-bpe"):
         resolve(model="tlg", clip_checkpoint=str(ckpt), clip_bpe="/no/such/file.gz")
+
+
+def test_bench_open_vocab_runs_and_reports_every_row(bundles, tmp_path, monkeypatch, capsys):
+    """bench/open_vocab.py on the tiny bundle: every row and the pack ratio are printed and saved
+    (a smoke test; the figures themselves come from runs on real bundles, docs/open_vocabulary.md)."""
+    import cv2
+
+    monkeypatch.setenv("EDGEFSS_TEXT_CACHE", str(tmp_path / "unused"))  # the bench sets its own; restored after
+    r = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"im{i}.png"), (r.random((40, 48, 3)) * 255).astype(np.uint8))
+    sys.path.insert(0, str(REPO / "bench"))
+    import open_vocab
+
+    out = tmp_path / "rows.json"
+    assert open_vocab.main(["--bundle", str(bundles["tower"]), "--repeat", "1", "--images", str(tmp_path),
+                            "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    want = ["set_support(table name)", "new name: cold", "new name: tower + cache", "new name: disk cache",
+            "new name: memory", "set_support(new name)", "set_support(2 shots)", "load_support(2 shots)"]
+    assert list(rows) == want and all(rows[k]["median"] > 0 for k in want)
+    assert "load_support / set_support of the same 2 shots" in text
+    assert not (tmp_path / "unused").exists()
