@@ -17,8 +17,9 @@ def _with(precision: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=["tlg", "cst", "diffews"], default=None,
-                   help="model to export (default tlg; diffews: the teacher's ONNX UNet for GPU servers, not for edge)")
+    p.add_argument("--model", choices=["tlg", "cst", "imr_hsnet", "diffews"], default=None,
+                   help="model to export (default tlg; imr_hsnet: ResNet-50, 2 stages, CAMs as inputs; diffews: the "
+                        "teacher's ONNX UNet for GPU servers, not for edge)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
     from edgefss.cli._args import BACKBONE_WEIGHTS_HELP
 
