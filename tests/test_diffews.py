@@ -155,3 +155,19 @@ def test_forward_shapes_and_bad_input(tiny):
     with pytest.raises(InputError, match="supports must be"):
         tiny(torch.zeros(1, 3, S, S), torch.zeros(1, 3, S, S), torch.zeros(1, 1, S, S))
     assert not tiny.fusion.bank  # the bank never outlives a call
+
+
+def test_support_bank_is_query_independent_and_reused(tiny):
+    """The labeller computes the support pass once per class: reusing the bank for several
+    queries gives what a full forward gives for each."""
+    g = torch.Generator().manual_seed(2)
+    s = torch.rand(1, 2, 3, S, S, generator=g) * 2 - 1
+    m = (torch.rand(1, 2, S, S, generator=g) > 0.5).float()
+    qs = [torch.rand(1, 3, S, S, generator=g) * 2 - 1 for _ in range(2)]
+    with torch.no_grad():
+        bank = tiny.support_bank(tiny.support_latents(s[0], m[0]))
+        for q in qs:
+            a, b = tiny.predict_from_bank(q, bank), tiny(q, s, m)
+            torch.testing.assert_close(a["latent"], b["latent"], rtol=0, atol=0)
+            assert torch.equal(a["mask"], b["mask"])
+    assert len(bank) == tiny.n_fused and not tiny.fusion.bank

@@ -51,7 +51,7 @@ def test_unet_step_onnx_is_verified_and_runs_k_shots(tmp_path, fp16):
 def test_wrong_graph_fails_verification_and_writes_nothing(tmp_path, monkeypatch):
     import edgefss.teacher.export as E
 
-    real = E._Step
+    real = E.UNetStep
 
     def skewed(model):
         step = real(model)
@@ -59,7 +59,7 @@ def test_wrong_graph_fails_verification_and_writes_nothing(tmp_path, monkeypatch
         step.forward = lambda q, s: fwd(q, s) * 1.01  # a 1% defect in the exported graph
         return step
 
-    monkeypatch.setattr(E, "_Step", skewed)
+    monkeypatch.setattr(E, "UNetStep", skewed)
     with pytest.raises(StateError, match="verification failed: unet_step.v"):
         export_diffews(config="tiny", imgsz=S, out=str(tmp_path / "b"), verify_episodes=1, log=_quiet)
     assert not (tmp_path / "b").exists()

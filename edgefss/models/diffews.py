@@ -113,28 +113,61 @@ class DiffewS(nn.Module):
             z = self.vae.post_quant_conv(z)
         return self.vae.decoder(z).clamp(-1.0, 1.0) * 0.5 + 0.5
 
+    def support_bank(self, support_latent: torch.Tensor) -> dict:
+        """The support pass (`conv_in_ref`, plain self-attention): every fused layer's keys/values.
+
+        Args:
+            support_latent: (B*K,8,h,w) cat[support image latent, support mask latent]; rows
+                b*K .. b*K+K-1 are the K shots of query b.
+        Returns:
+            {layer: (K, V)} each (B*K, h'*w', C); it depends on the supports only, so a labeller
+            computes it once per class.
+        """
+        emb = self.prompt_embeds.to(support_latent.dtype)
+        try:
+            self.fusion.bank, self.fusion.mode = {}, STORE
+            with _support_input(self.unet):
+                self.unet(support_latent, TIMESTEP, emb.expand(support_latent.shape[0], -1, -1))
+            return self.fusion.bank
+        finally:
+            self.fusion.clear()
+
+    def query_step(self, query_latent: torch.Tensor, bank: dict) -> torch.Tensor:
+        """The query pass with KV fusion: (B,4,h,w) query latents + `support_bank` -> (B,4,h,w) v."""
+        B = query_latent.shape[0]
+        BK = next(iter(bank.values()))[0].shape[0] if bank else B
+        if BK % B:
+            raise InputError(f"DiffewS: {BK} support rows do not split into K shots for {B} queries")
+        emb = self.prompt_embeds.to(query_latent.dtype)
+        try:
+            self.fusion.bank, self.fusion.mode = bank, FUSE
+            return self.unet(query_latent, TIMESTEP, emb.expand(B, -1, -1)).sample
+        finally:
+            self.fusion.clear()
+
     def unet_step(self, query_latent: torch.Tensor, support_latent: torch.Tensor) -> torch.Tensor:
         """The one denoising step: support pass (bank) then query pass (KV fusion).
 
         Args:
-            query_latent: (B,4,h,w) query image latents.
-            support_latent: (B*K,8,h,w) cat[support image latent, support mask latent]; rows
-                b*K .. b*K+K-1 are the K shots of query b.
+            query_latent: (B,4,h,w) query image latents; support_latent: (B*K,8,h,w) (support_bank).
         Returns:
             (B,4,h,w) the UNet's v-prediction for the query.
         """
-        B, BK = query_latent.shape[0], support_latent.shape[0]
-        if BK % B:
-            raise InputError(f"DiffewS: {BK} support latents do not split into K shots for {B} queries")
-        emb = self.prompt_embeds.to(query_latent.dtype)
-        try:
-            self.fusion.bank, self.fusion.mode = {}, STORE
-            with _support_input(self.unet):
-                self.unet(support_latent, TIMESTEP, emb.expand(BK, -1, -1))
-            self.fusion.mode = FUSE
-            return self.unet(query_latent, TIMESTEP, emb.expand(B, -1, -1)).sample
-        finally:
-            self.fusion.clear()
+        if support_latent.shape[0] % query_latent.shape[0]:
+            raise InputError(f"DiffewS: {support_latent.shape[0]} support latents do not split into K shots "
+                             f"for {query_latent.shape[0]} queries")
+        return self.query_step(query_latent, self.support_bank(support_latent))
+
+    def support_latents(self, supports: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
+        """(N,3,S,S) images in [-1,1], (N,S,S) masks {0,1} -> (N,8,S/f,S/f) cat[image, mask] latents."""
+        m = support_masks.reshape(-1, 1, *support_masks.shape[-2:]).to(supports.dtype) * 2.0 - 1.0
+        return torch.cat([self.encode(supports), self.encode(m.expand(-1, 3, -1, -1))], dim=1)
+
+    def predict_from_bank(self, query: torch.Tensor, bank: dict) -> dict:
+        """(B,3,S,S) queries in [-1,1] + `support_bank` -> forward's dict (mask, rgb, latent)."""
+        x0 = -self.query_step(self.encode(query), bank)  # alpha_bar = 0: DDIM's x0 = sqrt(ab) x - sqrt(1-ab) v
+        rgb = self.decode(x0)
+        return {"mask": self.mask_rule(rgb), "rgb": rgb, "latent": x0}
 
     def mask_rule(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) decoded image in [0,1] -> (B,H,W) bool: mean over RGB > r_threshold x max.
@@ -159,13 +192,8 @@ class DiffewS(nn.Module):
         self._check(query, supports, support_masks)
         B, K = supports.shape[:2]
         S = query.shape[-1]
-        imgs = supports.reshape(B * K, 3, S, S)
-        m = support_masks.reshape(B * K, 1, S, S).to(imgs.dtype) * 2.0 - 1.0
-        support_latent = torch.cat([self.encode(imgs), self.encode(m.expand(-1, 3, -1, -1))], dim=1)
-        v = self.unet_step(self.encode(query), support_latent)
-        x0 = -v  # alpha_bar = 0: DDIM's pred_original_sample = sqrt(ab) x - sqrt(1 - ab) v = -v
-        rgb = self.decode(x0)
-        return {"mask": self.mask_rule(rgb), "rgb": rgb, "latent": x0}
+        bank = self.support_bank(self.support_latents(supports.reshape(B * K, 3, S, S), support_masks))
+        return self.predict_from_bank(query, bank)
 
     def _check(self, query, supports, support_masks) -> None:
         S = self.cfg.imgsz

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgefss.errors import InputError, StateError, require
 from edgefss.exporters.onnx_export import OPSET
@@ -47,21 +48,15 @@ def check_options(backend=None, int8=None, target=None, **others) -> None:
                          "GPU servers: options --checkpoint, --fp16, --imgsz, --out, --verify-episodes)")
 
 
-class _Step:
-    """torch module: (query_latent, support_latent) -> v, the DiffewS UNet step."""
+class UNetStep(torch.nn.Module):
+    """(query_latent, support_latent) -> v: the DiffewS UNet step as one traceable module."""
 
-    def __new__(cls, model):
-        import torch
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
 
-        class Step(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, query_latent, support_latent):
-                return self.m.unet_step(query_latent, support_latent)
-
-        return Step(model)
+    def forward(self, query_latent, support_latent):
+        return self.m.unet_step(query_latent, support_latent)
 
 
 def _verification_inputs(model, n: int, imgsz: int) -> list:
@@ -99,7 +94,6 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
         StateError: the verification failed (nothing written).
     """
     check_options(**options)
-    torch = require("torch", "DiffewS export")
     onnx = require("onnx", "DiffewS export")
     import onnxruntime as ort
 
@@ -117,7 +111,7 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
     feeds = _verification_inputs(model, n_eps, imgsz)
     with torch.no_grad():
         refs = [model.unet_step(q, s).numpy() for q, s in feeds]
-    step = _Step(model).eval()
+    step = UNetStep(model).eval()
     dtype = torch.float16 if fp16 else torch.float32
     if fp16:
         step = step.half()

@@ -112,25 +112,38 @@ class PseudoMasker:
 
 
 class DiffewSTeacher:
-    """`segment(query_rgb, shots)` with a DiffewS model: K shots of one class, one query."""
+    """`segment(query_rgb, shots)` with a DiffewS model: K shots of one class, one query. The support
+    pass (VAE latents + UNet key/value bank) is computed once per shot set and reused."""
 
     name = "diffews"
 
     def __init__(self, model):
         self.model = model
+        self._bank = (None, None)
+
+    def _support_bank(self, shots: list):
+        import torch
+
+        from edgefss.models.diffews import preprocess_image, preprocess_mask
+
+        if self._bank[0] is not shots:
+            S = self.model.cfg.imgsz
+            imgs = torch.stack([preprocess_image(rgb, S) for rgb, _ in shots])
+            masks = torch.stack([preprocess_mask(mask, S) for _, mask in shots])
+            with torch.no_grad():
+                self._bank = (shots, self.model.support_bank(self.model.support_latents(imgs, masks)))
+        return self._bank[1]
 
     def segment(self, query_rgb: np.ndarray, shots: list) -> np.ndarray:
         """query_rgb (H,W,3) uint8; shots [(rgb (h,w,3) uint8, mask (h',w') {0,1})] -> (H,W) bool."""
         import torch
 
-        from edgefss.models.diffews import preprocess_image, preprocess_mask
+        from edgefss.models.diffews import preprocess_image
 
-        S = self.model.cfg.imgsz
-        q = preprocess_image(query_rgb, S)[None]
-        s = torch.stack([preprocess_image(rgb, S) for rgb, _ in shots])[None]
-        m = torch.stack([preprocess_mask(mask, S) for _, mask in shots])[None]
+        bank = self._support_bank(shots)
+        q = preprocess_image(query_rgb, self.model.cfg.imgsz)[None]
         with torch.no_grad():
-            mask = self.model(q, s, m)["mask"][0].numpy().astype(np.uint8)
+            mask = self.model.predict_from_bank(q, bank)["mask"][0].numpy().astype(np.uint8)
         return _resize_nearest(mask, query_rgb.shape[:2]) > 0
 
 
@@ -192,8 +205,9 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
     out = Path(out)
     imgs = list_images(images)
     check_supports(supports)
-    for s in supports:
-        check_not_input(out / MANIFEST, {s.image: "--support", s.mask: "--support-mask"})
+    inputs = {**{s.image: "--support" for s in supports}, **{s.mask: "--support-mask" for s in supports if s.mask}}
+    for p in (MANIFEST, "index.csv"):
+        check_not_input(out / p, inputs)
     classes = list(dict.fromkeys(s.cls.strip() for s in supports))
     if any(not c for c in classes):
         raise InputError("--support: a class name is empty")
@@ -225,6 +239,7 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
         if mpath.is_file():
             skipped += 1
         else:
+            check_not_input(mpath, inputs, "mask")
             query = load_image(img, "--images")
             mask = teacher.segment(query, shots[c])
             write_png_atomic(mpath, mask.astype(np.uint8) * 255, rgb=False, what="mask")
