@@ -10,6 +10,7 @@ Regenerate (only then is the official code imported; it is never copied into thi
 Compare edgefss with the stored goldens (no official code needed):
 
     .venv/bin/python scripts/goldens/make_imr_goldens.py --report
+    .venv/bin/python scripts/goldens/make_imr_goldens.py --bundles /tmp/imr_golden_bundles --precision fp32
 
 What is run (`CASES`: episode, backbone):
 - Images: the 400 px RGB pairs stored in the TLG goldens (tests/goldens/tlg/<episode>.npz,
@@ -345,6 +346,60 @@ def report(gold: Path, threads: int = 2) -> dict:
     return out
 
 
+def bundle_report(gold: Path, work: Path, precisions=("fp32",), backend: str = "onnxruntime") -> dict:
+    """Export the ResNet-50 golden weights at 400 px (`edgefss.exporters.export`, 2 stages, into
+    `work`, reused when present) and run the bundle's own graphs on the runtime backend with the
+    golden images (the runtime's preprocessing) and the stored 50x50 CAMs fed straight into the
+    head's `query_pseudo`/`support_pseudo`: print the max abs error of the bundle's query logits
+    against the released 2-stage logits and the 400 px mask IoU."""
+    import warnings
+
+    from edgefss.config import PreprocessCfg
+    from edgefss.exporters import export
+    from edgefss.runtime.session import open_graphs
+    from edgefss.transforms import normalize, resize_image
+
+    meta = json.loads((gold / "meta.json").read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "imr_r50_golden.pt"
+    if not ckpt.is_file():
+        golden_model(gold, "resnet50", ckpt)
+    out = {}
+    cfg = PreprocessCfg(imgsz=S)
+    for prec in precisions:
+        b = work / f"{prec}_{backend}"
+        if not b.is_dir():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export(model="imr_hsnet", checkpoint=str(ckpt), imgsz=S, out=str(b), backend=backend,
+                       int8=(prec == "int8") or None, force=True if prec == "int8" else None,
+                       sensitivity=False if prec == "int8" else None, verify_episodes=1, log=lambda *_: None)
+        man = json.loads((b / "manifest.json").read_text())
+        files = {n: b / g["file"] for n, g in man["graphs"].items()}
+        eng = open_graphs(backend, prec, files, man.get("engine_config"), threads=2)
+        head_in = man["graphs"]["head"]["input_names"]
+        for case, info in meta["cases"].items():
+            if info["backbone"] != "resnet50":
+                continue
+            ep = episode_inputs(info["episode"])
+            g = load_golden(gold, case)
+            enc = [eng.run("encoder", {"image": normalize(resize_image(ep[k], S), cfg)})
+                   for k in ("query_rgb", "support_rgb")]
+            feeds = {**{f"query_{n}": v for n, v in enc[0].items()}, **{f"support_{n}": v for n, v in enc[1].items()},
+                     "query_pseudo": ep["query_cam"][None, None], "support_pseudo": ep["support_cam"][None, None]}
+            lg = eng.run("head", {n: np.ascontiguousarray(feeds[n], np.float32) for n in head_in})["query_logits"][0]
+            err = float(np.abs(lg - g["query_logits_1"]).max())
+            import torch
+            import torch.nn.functional as F
+
+            up = F.interpolate(torch.from_numpy(lg)[None], size=(S, S), mode="bilinear", align_corners=True)
+            iou = _iou(up[0].argmax(0).numpy() == 1, g["query_mask_s2"] == 1)
+            out[f"{prec}/{backend}/{case}"] = (err, iou)
+            print(f"{prec} {backend} {case}: bundle query logits vs released 2-stage logits max abs {err:.2e} "
+                  f"(|logit| <= {np.abs(g['query_logits_1']).max():.2f}), 400 px mask IoU {iou:.5f}", flush=True)
+    return out
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     u = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
@@ -355,11 +410,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--official", type=Path, help="checkout of github.com/Whileherham/IMR-HSNet (regenerate)")
     ap.add_argument("--report", action="store_true", help="compare edgefss with the stored goldens instead")
+    ap.add_argument("--bundles", type=Path, metavar="WORKDIR",
+                    help="export the ResNet-50 golden weights into WORKDIR and compare the bundle's logits instead")
+    ap.add_argument("--precision", default="fp32", help="with --bundles: fp32,int8")
+    ap.add_argument("--backend", default="onnxruntime", help="with --bundles: onnxruntime | openvino")
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "goldens" / "imr")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.report:
         report(args.out, args.threads)
+        return 0
+    if args.bundles:
+        bundle_report(args.out, args.bundles, args.precision.split(","), args.backend)
         return 0
     if args.official is None:
         ap.error("--official CHECKOUT is required to regenerate (or pass --report)")
