@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edgefss.cam import files, recipe
 from edgefss.cam.generator import CamGenerator, encode_prompts
@@ -22,25 +20,14 @@ from edgefss.models.clip_image import load_clip_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts" / "goldens"))
-from cam_weights import SEED, clip_state_dict, edgefss_shapes  # noqa: E402
-
-MERGES = [("p", "h"), ("o", "t"), ("ph", "o"), ("d", "o")]
+sys.path.insert(0, str(REPO / "tests"))
+from _cam_fixtures import tiny_clip_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def clip_files(tmp_path_factory):
     """A tiny CLIP checkpoint (official keys) with a vocabulary that fits a tiny merges file."""
-    d = tmp_path_factory.mktemp("clip")
-    bpe = d / "tiny_vocab.txt.gz"
-    bpe.write_bytes(
-        gzip.compress(("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in MERGES) + "\n").encode())
-    )
-    shapes = edgefss_shapes()
-    from edgefss.text.tokenizer import ClipTokenizer
-
-    shapes["token_embedding.weight"] = (ClipTokenizer(bpe).vocab_size, shapes["token_embedding.weight"][1])
-    torch.save(clip_state_dict(shapes, SEED), d / "tiny_clip.pt")
-    return d / "tiny_clip.pt", bpe
+    return tiny_clip_files(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +206,4 @@ def test_eval_query_pseudo_cam_feeds_the_stretched_files(tmp_path, shared_data, 
         ]
     )
     assert rc == 1 and "give --cam-dir" in capsys.readouterr().err  # refused before the model loads
+

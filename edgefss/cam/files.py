@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ def relative_key(image, images_root) -> str:
     Raises:
         InputError: the image is not under images_root.
     """
-    p, root = Path(image).resolve(), Path(images_root).resolve()
+    # absolute, NOT symlink-resolved: a dataset of links keeps its own names
+    p, root = Path(os.path.abspath(image)), Path(os.path.abspath(images_root))
     try:
         rel = p.relative_to(root)
     except ValueError:

@@ -9,6 +9,7 @@ is never overwritten. Needs torch (the CLIP RN50 towers). See docs/cam.md.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from edgefss.errors import InputError
@@ -96,7 +97,7 @@ def run(args) -> int:
     gen = build_cam_generator(targets, softmax, clip_checkpoint=args.clip_checkpoint, bpe_path=args.bpe)
     manifest = {
         "format": files.FORMAT,
-        "images": str(root.resolve()),
+        "images": os.path.abspath(root),
         "targets": targets,
         "softmax_classes": gen.classes,
         "class_source": gen.class_source,

@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backbone-weights", default=None, metavar="PTH",
                    help=BACKBONE_WEIGHTS_HELP + "; loaded after --checkpoint")
     p.add_argument("--clip-checkpoint", default=None, help="CLIP .pt for TLG's text table")
+    p.add_argument("--cam-dir", default=None,
+                   help="TLG: query/support pseudo-masks from this `edgefss pseudo-masks` folder (CLIP Grad-CAM) "
+                        "instead of the backbone prior")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-mb", type=int, default=3072,
@@ -35,7 +38,7 @@ def run(args) -> int:
                    imgsz=args.imgsz, sup=args.sup, checkpoint=args.checkpoint,
                    backbone_checkpoint=args.backbone_weights, resume=not args.no_resume,
                    seed=args.seed, clip_checkpoint=args.clip_checkpoint,
-                   feature_cache_mb=args.cache_mb)
+                   feature_cache_mb=args.cache_mb, cam_dir=args.cam_dir)
     records = find_records(args.data)
     res = train(cfg, records)
     h = res["history"]

@@ -25,11 +25,16 @@ class EpisodeDataset(Dataset):
     Item dict (tensors):
         query (3,S,S) float32; query_mask (S,S) int64 {0,1} (zeros when the class is absent or
         no mask is known; `has_mask` says which); support (K,3,S,S); support_mask (K,S,S) float32;
-        present () float32 1/0; cls_idx () int64; has_mask () bool.
+        present () float32 1/0; cls_idx () int64; has_mask () bool; with `pseudo` also
+        query_pseudo (1,S,S) and support_pseudo (K,1,S,S) float32 in [0,1] (the support class's map).
+
+    pseudo: None, or fn(image path, class name) -> (h, w) float32 map in [0, 1] (e.g. the CLIP
+    Grad-CAM files of `edgefss pseudo-masks`, edgefss.cam.files.CamDir.load), resized to S x S
+    bilinearly (align_corners=True) over the whole image.
     """
 
     def __init__(self, records, length: int, shots: int = 1, imgsz: int = 400, p_absent: float = 0.0,
-                 seed: int = 0, cfg: PreprocessCfg | None = None):
+                 seed: int = 0, cfg: PreprocessCfg | None = None, pseudo=None):
         self.by_cls = defaultdict(list)
         for r in records:
             self.by_cls[r.cls].append(r)
@@ -40,6 +45,7 @@ class EpisodeDataset(Dataset):
         self.cfg = cfg or PreprocessCfg(imgsz=imgsz)
         self._cache: dict = {}
         self.epoch = 0
+        self.pseudo = pseudo
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a fresh set of episodes for `epoch`: episode i depends on (seed, i) in epoch 0 (the draw
@@ -83,7 +89,16 @@ class EpisodeDataset(Dataset):
         qm = np.zeros((S, S), np.float32) if (qm is None or not present) else qm
         simgs, smasks = zip(*[self._load(r) for r in sup])
         smasks = [m if m is not None else np.ones((S, S), np.float32) for m in smasks]
+        extra = {}
+        if self.pseudo is not None:
+            from edgefss.transforms import resize_prob
+
+            def grid(rec):
+                return torch.from_numpy(resize_prob(self.pseudo(rec.image, scls), (S, S))[None])
+
+            extra = {"query_pseudo": grid(query), "support_pseudo": torch.stack([grid(r) for r in sup])}
         return {
+            **extra,
             "query": torch.from_numpy(qi),
             "query_mask": torch.from_numpy(qm).long(),
             "support": torch.from_numpy(np.stack(simgs)),

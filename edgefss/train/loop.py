@@ -43,6 +43,7 @@ class TrainCfg:
     clip_checkpoint: str | None = None
     progress: bool = True
     feature_cache_mb: int = 3072  # frozen-backbone features kept per image (0: re-encode every step)
+    cam_dir: str | None = None  # TLG: `edgefss pseudo-masks` CLIP Grad-CAM files instead of the prior
 
 
 def _trainable(model) -> list:
@@ -73,7 +74,10 @@ def _step(cfg, model, batch, text):
     if cfg.model == "cst":
         out = model(batch["query"], batch["support"][:, 0], support_mask=None)
         return cst_loss(out, batch, cfg.sup)
-    out = model(batch["query"], batch["support"][:, 0], text(batch["cls_name"]))
+    given = {}
+    if "query_pseudo" in batch:  # --cam-dir: the CAM files, not the backbone prior
+        given = {"query_pseudo": batch["query_pseudo"], "support_pseudo": batch["support_pseudo"][:, 0]}
+    out = model(batch["query"], batch["support"][:, 0], text(batch["cls_name"]), **given)
     return tlg_loss(out, batch, cfg.sup)
 
 
@@ -114,8 +118,15 @@ def train(cfg: TrainCfg, records) -> dict:
     params = _trainable(model)
     cache = cache_encoder(model, cfg.feature_cache_mb << 20) if cfg.feature_cache_mb > 0 else None
     opt = _optimizer(cfg, params)
+    pseudo = None
+    if cfg.cam_dir is not None:
+        if cfg.model == "cst":
+            raise InputError("--cam-dir: CST makes its pseudo-masks from its own attention; a TLG option")
+        from edgefss.cam.files import CamDir
+
+        pseudo = CamDir(cfg.cam_dir).load
     ds = EpisodeDataset(records, length=cfg.episodes_per_epoch, imgsz=cfg.imgsz, seed=cfg.seed,
-                        p_absent=0.5 if cfg.model == "cst" else 0.0)
+                        p_absent=0.5 if cfg.model == "cst" else 0.0, pseudo=pseudo)
     text = _TextLookup(ds.classes, cfg.clip_checkpoint) if cfg.model != "cst" else None
 
     state_path = out / "last_state.pt"
