@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What may need torch: whole packages, and single modules inside torch-free packages. Every other
 # module of edgefss (found by walking the package, so a new module is covered without being listed)
 # must import with torch blocked and without pulling in a torch-side module.
-TORCH_SIDE_PACKAGES = ("edgefss.models", "edgefss.exporters", "edgefss.train")
+TORCH_SIDE_PACKAGES = ("edgefss.models", "edgefss.exporters", "edgefss.train", "edgefss.teacher")
 TORCH_SIDE_MODULES = ("edgefss.ops.torch_ops", "edgefss.text.clip_text", "edgefss.cam.generator",
                       "edgefss.cam.gradient")
 

@@ -43,8 +43,16 @@ def run(args) -> int:
     from edgefss.errors import InputError
     from edgefss.models import build_model
     from edgefss.models.diffews import TIMESTEP
-    from edgefss.teacher.labeler import (DiffewSTeacher, PseudoMasker, Support, check_supports, checkpoint_files,
-                                         file_digest, label, list_images)
+    from edgefss.teacher.labeler import (
+        DiffewSTeacher,
+        PseudoMasker,
+        Support,
+        check_supports,
+        checkpoint_files,
+        file_digest,
+        label,
+        list_images,
+    )
 
     masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     supports = [Support(img, cls, masks.pop(img, None)) for img, cls in (split_spec(s, "--support") for s in args.support)]

@@ -22,7 +22,14 @@ import torch
 
 from edgefss.errors import InputError, StateError, require
 from edgefss.exporters.onnx_export import OPSET
-from edgefss.exporters.verify import FP32_ATOL_FLOOR, FP32_RTOL, _update, failure_line, format_verification, tolerance
+from edgefss.exporters.verify import (
+    FP32_ATOL_FLOOR,
+    FP32_RTOL,
+    _update,
+    failure_line,
+    format_verification,
+    tolerance,
+)
 
 FP16_RTOL = 2e-2  # float16 keeps ~3 decimal digits; a UNet a few hundred ops deep lands at ~1e-3..1e-2
 GRAPH = "unet_step"
