@@ -82,3 +82,27 @@ def test_label_resumes_and_refuses_other_folders(dog, tmp_path, capsys):
     assert main(["label", "--support", f"{folder}/nope.jpg:dog", "--images", str(folder), "--out",
                  str(tmp_path / "x"), *TINY]) == 1
     assert "--support: " in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_teacher_computes_each_class_support_pass_once(shared_data):
+    """Images outer, classes inner: the support bank of each class is made once, not per image."""
+    import warnings
+
+    import torch
+
+    from edgefss.imageio import load_image
+    from edgefss.models import build_model
+    from edgefss.teacher.labeler import DiffewSTeacher
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = DiffewSTeacher(build_model("diffews", config="tiny", imgsz=64))
+    calls = []
+    real = t.model.support_bank
+    t.model.support_bank = lambda lat: calls.append(lat.shape) or real(lat)
+    imgs = sorted((shared_data / "davis2016_val_subset" / "dog" / "images").iterdir())[:3]
+    rgb = [load_image(p) for p in imgs]
+    shots = {"dog": [(rgb[0], np.ones((8, 8), np.uint8))], "cat": [(rgb[1], np.zeros((8, 8), np.uint8))]}
+    out = {(i, c): t.segment(rgb[i], shots[c]) for i in (1, 2) for c in ("dog", "cat")}
+    assert calls == [torch.Size([1, 8, 8, 8])] * 2
+    assert out[(1, "dog")].shape == rgb[1].shape[:2] and out[(1, "dog")].dtype == bool

@@ -119,20 +119,20 @@ class DiffewSTeacher:
 
     def __init__(self, model):
         self.model = model
-        self._bank = (None, None)
+        self._banks: dict = {}  # id(shots) -> (shots, bank); one per class (~60 MB per shot at 512)
 
     def _support_bank(self, shots: list):
         import torch
 
         from edgefss.models.diffews import preprocess_image, preprocess_mask
 
-        if self._bank[0] is not shots:
+        if id(shots) not in self._banks:
             S = self.model.cfg.imgsz
             imgs = torch.stack([preprocess_image(rgb, S) for rgb, _ in shots])
             masks = torch.stack([preprocess_mask(mask, S) for _, mask in shots])
             with torch.no_grad():
-                self._bank = (shots, self.model.support_bank(self.model.support_latents(imgs, masks)))
-        return self._bank[1]
+                self._banks[id(shots)] = (shots, self.model.support_bank(self.model.support_latents(imgs, masks)))
+        return self._banks[id(shots)][1]
 
     def segment(self, query_rgb: np.ndarray, shots: list) -> np.ndarray:
         """query_rgb (H,W,3) uint8; shots [(rgb (h,w,3) uint8, mask (h',w') {0,1})] -> (H,W) bool."""
