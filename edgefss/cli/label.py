@@ -55,7 +55,8 @@ def run(args) -> int:
     )
 
     masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
-    supports = [Support(img, cls, masks.pop(img, None)) for img, cls in (split_spec(s, "--support") for s in args.support)]
+    pairs = [split_spec(s, "--support") for s in args.support]
+    supports = [Support(img, cls, masks.pop(img, None)) for img, cls in pairs]
     if masks:
         raise InputError(f"--support-mask: {sorted(masks)} is not a --support image")
     check_supports(supports)

@@ -94,7 +94,8 @@ class DiffewS(nn.Module):
         self.vae = d.AutoencoderKL(**vcfg)
         self.latent_scale = float(vcfg["scaling_factor"])
         self.vae_factor = 2 ** (len(vcfg["block_out_channels"]) - 1)
-        self.register_buffer("prompt_embeds", torch.randn(1, configs.PROMPT_TOKENS, ucfg["cross_attention_dim"]))
+        emb = torch.randn(1, configs.PROMPT_TOKENS, ucfg["cross_attention_dim"])
+        self.register_buffer("prompt_embeds", emb)
         self.fusion = FusionState()
         self.n_fused = install(self.unet, self.fusion)
 

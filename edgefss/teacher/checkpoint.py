@@ -111,7 +111,8 @@ def _load_prompt(model, roots) -> None:
                 return
     warnings.warn(f"DiffewS: no empty-prompt embedding ({' or '.join(PROMPT_NAMES)}) in "
                   f"{[str(r) for r in roots]}: the prompt embedding stays RANDOM, so masks are meaningless "
-                  "(docs/teacher.md 'Weights' says how to make it once from the SD2.1 text encoder)", stacklevel=4)
+                  "(docs/teacher.md 'Weights' says how to make it once from the SD2.1 text encoder)",
+                  stacklevel=4)
 
 
 def _load_edgefss_file(model, path: Path) -> None:
@@ -130,4 +131,5 @@ def _load_edgefss_file(model, path: Path) -> None:
     model.prompt_embeds = sd["prompt_embeds"].float().clone()
     extra = [k for k in sd if not k.startswith(("unet.", "vae.")) and k != "prompt_embeds"]
     if extra:
-        raise CheckpointError(f"DiffewS checkpoint '{path}': {len(extra)} unexpected keys: {', '.join(extra[:12])}")
+        raise CheckpointError(f"DiffewS checkpoint '{path}': {len(extra)} unexpected keys: "
+                              f"{', '.join(extra[:12])}")

@@ -34,8 +34,8 @@ from edgefss.exporters.verify import (
 FP16_RTOL = 2e-2  # float16 keeps ~3 decimal digits; a UNet a few hundred ops deep lands at ~1e-3..1e-2
 GRAPH = "unet_step"
 INPUTS, OUTPUTS = ["query_latent", "support_latent"], ["v"]
-EDGE_REASON = ("--model diffews is the workstation teacher (Stable Diffusion 2.1 UNet + VAE, ~1.2 B parameters, "
-               "hundreds of GMACs per query): it is exported only as an FP32/FP16 ONNX UNet for GPU servers "
+EDGE_REASON = ("--model diffews is the workstation teacher (Stable Diffusion 2.1 UNet + VAE, 950 M parameters, "
+               "3.8 TMACs per 512 px query; docs/teacher.md): it is exported only as an FP32/FP16 ONNX UNet for GPU servers "
                "(--backend onnxruntime, optionally --fp16). For edge targets label your images with it "
                "(`edgefss label --teacher diffews`), distil into TLG or CST (`edgefss train --sup mask`) and "
                "export those")
@@ -114,7 +114,8 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
     n_eps = 2 if verify_episodes is None else int(verify_episodes)
     if n_eps < 1:
         raise InputError(f"--verify-episodes must be >= 1, got {verify_episodes!r}")
-    model = build_model("diffews", checkpoint=checkpoint, vae_checkpoint=vae_checkpoint, config=config, imgsz=imgsz)
+    model = build_model("diffews", checkpoint=checkpoint, vae_checkpoint=vae_checkpoint, config=config,
+                        imgsz=imgsz)
     feeds = _verification_inputs(model, n_eps, imgsz)
     with torch.no_grad():
         refs = [model.unet_step(q, s).numpy() for q, s in feeds]
@@ -129,7 +130,8 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on diffusers' shape checks
             torch.onnx.export(step, ex, str(raw), input_names=INPUTS, output_names=OUTPUTS, opset_version=OPSET,
-                              dynamic_axes={"query_latent": {0: "B"}, "support_latent": {0: "BK"}, "v": {0: "B"}},
+                              dynamic_axes={"query_latent": {0: "B"}, "support_latent": {0: "BK"},
+                                            "v": {0: "B"}},
                               do_constant_folding=True, dynamo=False)
         m = onnx.load(str(raw))
         dst = w.path(f"{GRAPH}.onnx")
@@ -145,13 +147,14 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
         stats: dict = {}
         np_dtype = np.float16 if fp16 else np.float32
         for (q, s), ref in zip(feeds, refs):
-            got = sess.run(None, {"query_latent": q.numpy().astype(np_dtype), "support_latent": s.numpy().astype(np_dtype)})[0]
+            feed = {"query_latent": q.numpy().astype(np_dtype), "support_latent": s.numpy().astype(np_dtype)}
+            got = sess.run(None, feed)[0]
             _update(stats, GRAPH, {"v": ref.astype(np.float64)}, {"v": got.astype(np.float32)})
-        outputs = {k: {"max_abs": float(f"{e:.3g}"), "scale": float(f"{sc:.3g}"), "tol": float(f"{tolerance(sc, rtol):.3g}")}
-                   for k, (e, sc) in stats.items()}
+        outputs = {k: {"max_abs": float(f"{e:.3g}"), "scale": float(f"{sc:.3g}"),
+                       "tol": float(f"{tolerance(sc, rtol):.3g}")} for k, (e, sc) in stats.items()}
         worst = max(stats, key=lambda k: stats[k][0] / tolerance(stats[k][1], rtol))
-        ver = {"backend": f"onnxruntime-{precision}", "episodes": len(feeds), "rtol": rtol, "atol_floor": FP32_ATOL_FLOOR,
-               "outputs": outputs, "max_abs": {k: v["max_abs"] for k, v in outputs.items()}, "worst": worst,
+        ver = {"backend": f"onnxruntime-{precision}", "episodes": len(feeds), "rtol": rtol,
+               "atol_floor": FP32_ATOL_FLOOR, "outputs": outputs, "max_abs": {k: v["max_abs"] for k, v in outputs.items()}, "worst": worst,
                "passed": all(e <= tolerance(sc, rtol) for e, sc in stats.values())}
         log(format_verification(ver))
         if not ver["passed"]:
@@ -168,7 +171,8 @@ def export_diffews(checkpoint=None, vae_checkpoint=None, fp16=None, imgsz=None, 
             "teacher": {"imgsz": imgsz, "latent_scale": model.latent_scale, "timestep": 1, "x0": "-v",
                         "r_threshold": model.cfg.r_threshold, "unet_params": n_params,
                         "vae": "not in the bundle: decode x0 = -v with the SD2.1 VAE (latent / latent_scale)"},
-            "weights": {"checkpoint": str(checkpoint) if checkpoint else None, "random_init": checkpoint is None},
+            "weights": {"checkpoint": str(checkpoint) if checkpoint else None,
+                        "random_init": checkpoint is None},
             "verification": {f"onnxruntime_{precision}": ver}, "opset": OPSET,
         }
         w.commit(manifest)

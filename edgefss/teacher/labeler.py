@@ -131,7 +131,8 @@ class DiffewSTeacher:
             imgs = torch.stack([preprocess_image(rgb, S) for rgb, _ in shots])
             masks = torch.stack([preprocess_mask(mask, S) for _, mask in shots])
             with torch.no_grad():
-                self._banks[id(shots)] = (shots, self.model.support_bank(self.model.support_latents(imgs, masks)))
+                bank = self.model.support_bank(self.model.support_latents(imgs, masks))
+            self._banks[id(shots)] = (shots, bank)
         return self._banks[id(shots)][1]
 
     def segment(self, query_rgb: np.ndarray, shots: list) -> np.ndarray:
@@ -186,7 +187,8 @@ def _write_index(out: Path, rows: list) -> None:
     write_bytes_atomic(out / "index.csv", buf.getvalue().encode(), "index.csv")
 
 
-def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=print, progress: bool = True) -> dict:
+def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=print,
+          progress: bool = True) -> dict:
     """Label every image of `images` for every support class.
 
     Args:
@@ -205,7 +207,8 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
     out = Path(out)
     imgs = list_images(images)
     check_supports(supports)
-    inputs = {**{s.image: "--support" for s in supports}, **{s.mask: "--support-mask" for s in supports if s.mask}}
+    inputs = {s.image: "--support" for s in supports}
+    inputs.update({s.mask: "--support-mask" for s in supports if s.mask})
     for p in (MANIFEST, "index.csv"):
         check_not_input(out / p, inputs)
     classes = list(dict.fromkeys(s.cls.strip() for s in supports))
@@ -244,7 +247,8 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
             mask = teacher.segment(query, shots[c])
             write_png_atomic(mpath, mask.astype(np.uint8) * 255, rgb=False, what="mask")
             done += 1
-        rows.append((os.path.relpath(os.path.abspath(img), os.path.abspath(out)), mpath.relative_to(out).as_posix(), class_dir(c)))
+        rel_img = os.path.relpath(os.path.abspath(img), os.path.abspath(out))
+        rows.append((rel_img, mpath.relative_to(out).as_posix(), class_dir(c)))
         if c == classes[-1]:  # after each image: an interrupted run leaves an index of finished masks
             _write_index(out, rows)
     _write_index(out, rows)
