@@ -171,3 +171,20 @@ def test_support_bank_is_query_independent_and_reused(tiny):
             torch.testing.assert_close(a["latent"], b["latent"], rtol=0, atol=0)
             assert torch.equal(a["mask"], b["mask"])
     assert len(bank) == tiny.n_fused and not tiny.fusion.bank
+
+
+def test_sd21_configuration_has_the_published_sizes():
+    """The full configuration, built on the meta device (no memory): the parameter counts of the
+    stabilityai/stable-diffusion-2-1 UNet (865,910,724) and VAE (83,653,863), plus conv_in_ref,
+    and KV fusion on its 16 self-attentions (2x3 down, 1 mid, 3x3 up)."""
+    from edgefss.models.diffews import DiffewS, DiffewSCfg
+
+    with torch.device("meta"):
+        m = DiffewS(DiffewSCfg())
+    ref = m.unet.conv_in_ref
+    assert (ref.in_channels, ref.out_channels) == (8, 320)
+    n_ref = sum(p.numel() for p in ref.parameters())
+    assert n_ref == 8 * 320 * 9 + 320
+    assert sum(p.numel() for p in m.unet.parameters()) - n_ref == 865_910_724
+    assert sum(p.numel() for p in m.vae.parameters()) == 83_653_863
+    assert m.n_fused == 16 and tuple(m.prompt_embeds.shape) == (1, 2, 1024)
