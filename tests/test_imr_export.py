@@ -50,7 +50,7 @@ def bundle(tmp_path_factory, shared_data):
 
 def test_export_unrolls_the_stages_and_verifies_against_pytorch(bundle):
     onnx = pytest.importorskip("onnx")
-    out, logs = bundle
+    out, _ = bundle
     man = json.loads((out / "manifest.json").read_text())
     assert man["model"] == "imr_hsnet" and man["pseudo_mask"]["stages"] == 2
     head = man["graphs"]["head"]
@@ -113,7 +113,8 @@ np.save(d + "/logits_inv.npy", p0.logits)
 assert 'torch' not in {{k for k, v in sys.modules.items() if v is not None}}
 print("OK")
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       check=False)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
 
     # the same inputs through the PyTorch model (same seed as the export's random init)

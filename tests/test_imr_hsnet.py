@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgefss.errors import CheckpointError, InputError  # noqa: E402
-from edgefss.models import build_model  # noqa: E402
-from edgefss.models.hsnet import multilayer_correlation  # noqa: E402
+from edgefss.errors import CheckpointError, InputError
+from edgefss.models import build_model
+from edgefss.models.hsnet import multilayer_correlation
 
 S = 64
 h = S // 8
@@ -155,7 +155,7 @@ def test_query_prediction_uses_the_support_cam_through_the_swap():
 
 def test_head_inputs_are_checked():
     m = _model()
-    q, s, qc, sc = _inputs()
+    q, s, _, sc = _inputs()
     with torch.no_grad():
         qf, sf = m.encode(q), m.encode(s)
     with pytest.raises(InputError, match=r"query_cam must be a \(B or 1,1,8,8\)"):
