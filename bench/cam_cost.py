@@ -14,7 +14,8 @@ machine hits every row alike; random weights: the cost does not depend on their 
                           pytorch_grad_cam does), one class
   cam onnx M=m            runtime/cam.py CamPseudo.masks: the exported cam.onnx on ONNX Runtime CPU, with the
                           same pre/post-processing (what a --pseudo cam bundle runs per query)
-Ratios are against "prior 400" and "tlg backbone 400" of the same run. Prints the load average
+Ratios are against "prior 400" and "tlg backbone 400" of the same run. Also prints the max-abs
+difference of the ONNX and PyTorch CAMs (full-size random RN50). Prints the load average
 before and after (a shared machine: compare ratios, not ms).
 """
 
@@ -99,6 +100,9 @@ def main() -> int:
     fns["cam autograd M=1"] = autograd_cam
     for m in counts:
         fns[f"cam onnx M={m}"] = lambda m=m: onnx_cam(m)
+    m = max(counts)
+    agree = float(np.abs(gen(img, names[:m]) - onnx_cam(m)).max())  # the graph vs PyTorch, full-size RN50
+    print(f"cam onnx vs cam torch on this image, {m} classes: max-abs {agree:.3g} on the 50x50 maps")
     load0 = os.getloadavg()
     res = H.time_interleaved(fns, warmup=1, repeat=a.repeat)
     load1 = os.getloadavg()
@@ -117,6 +121,7 @@ def main() -> int:
         json.dumps(
             {
                 "rows": res,
+                "onnx_vs_torch_max_abs": agree,
                 "load": [load0[0], load1[0]],
                 "repeat": a.repeat,
                 "threads": torch.get_num_threads(),

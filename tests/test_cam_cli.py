@@ -52,7 +52,7 @@ def test_cli_writes_resumes_and_matches_the_generator(tmp_path, clip_files, imag
         "dog,person",
         "--clip-checkpoint",
         str(ckpt),
-        "--bpe",
+        "--clip-bpe",
         str(bpe),
         "--out",
         str(out),
@@ -117,7 +117,7 @@ def test_voc_keyword_uses_the_benchmark_list(tmp_path, images, clip_files):
                 "--no-progress",
                 "--clip-checkpoint",
                 str(clip_files[0]),
-                "--bpe",
+                "--clip-bpe",
                 str(clip_files[1]),
             ]
         )
@@ -167,7 +167,7 @@ def test_eval_query_pseudo_cam_feeds_the_stretched_files(tmp_path, shared_data, 
                 "--no-progress",
                 "--clip-checkpoint",
                 str(clip_files[0]),
-                "--bpe",
+                "--clip-bpe",
                 str(clip_files[1]),
             ]
         )

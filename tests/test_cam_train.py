@@ -40,14 +40,34 @@ def test_train_reads_the_cam_files_as_tlg_pseudo_masks(tmp_path, shared_data, cl
             os.symlink(r.image, root / cls / f"{i}.jpg")
             os.symlink(r.mask, root / cls / f"{i}.png")
     cams = tmp_path / "cams"
-    assert main(["pseudo-masks", "--images", str(root), "--classes", "dog,cow", "--out", str(cams),
-                 "--no-progress", "--clip-checkpoint", str(clip_files[0]), "--bpe", str(clip_files[1])]) == 0
+    assert (
+        main(
+            [
+                "pseudo-masks",
+                "--images",
+                str(root),
+                "--classes",
+                "dog,cow",
+                "--out",
+                str(cams),
+                "--no-progress",
+                "--clip-checkpoint",
+                str(clip_files[0]),
+                "--clip-bpe",
+                str(clip_files[1]),
+            ]
+        )
+        == 0
+    )
     cd = files.CamDir(cams)
     ds = EpisodeDataset(find_records(root), length=2, imgsz=64, seed=0, pseudo=cd.load)
     item = ds[0]
     assert item["query_pseudo"].shape == (1, 64, 64) and item["support_pseudo"].shape == (1, 1, 64, 64)
-    cands = [resize_prob(cd.load(r.image, item["cls_name"]), (64, 64)) for r in find_records(root)
-             if r.cls == item["cls_name"]]
+    cands = [
+        resize_prob(cd.load(r.image, item["cls_name"]), (64, 64))
+        for r in find_records(root)
+        if r.cls == item["cls_name"]
+    ]
     assert any(np.array_equal(item["query_pseudo"][0].numpy(), c) for c in cands)
     batch = _collate([ds[0], ds[1]])
     cfg = TrainCfg(model="tlg", sup="mask")
@@ -56,8 +76,13 @@ def test_train_reads_the_cam_files_as_tlg_pseudo_masks(tmp_path, shared_data, cl
     text = _TextLookup(ds.classes, None)
     with torch.no_grad():
         loss, _ = _step(cfg, model, batch, text)
-        out = model(batch["query"], batch["support"][:, 0], text(batch["cls_name"]),
-                    batch["query_pseudo"], batch["support_pseudo"][:, 0])
+        out = model(
+            batch["query"],
+            batch["support"][:, 0],
+            text(batch["cls_name"]),
+            batch["query_pseudo"],
+            batch["support_pseudo"][:, 0],
+        )
         prior = model(batch["query"], batch["support"][:, 0], text(batch["cls_name"]))
     from edgefss.train.losses import tlg_loss
 

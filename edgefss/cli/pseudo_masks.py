@@ -36,7 +36,9 @@ def add_arguments(p) -> None:
         help="CLIP RN50 weights (OpenAI RN50.pt or open_clip); default: random (masks meaningless, says so)",
     )
     p.add_argument(
-        "--bpe", default=None, help="CLIP merges file bpe_simple_vocab_16e6.txt.gz (with --clip-checkpoint)"
+        "--clip-bpe",
+        default=None,
+        help="CLIP merges file bpe_simple_vocab_16e6.txt.gz (with --clip-checkpoint)",
     )
     p.add_argument("--ext", default=".jpg,.jpeg", help="image file extensions to take (comma-separated)")
     p.add_argument("--out", required=True, help="output folder")
@@ -94,7 +96,7 @@ def run(args) -> int:
     root, out = Path(args.images), Path(args.out)
     targets, softmax = resolve_classes(args.classes, args.softmax_classes)
     images = list_images(root, _split(args.ext), out)
-    gen = build_cam_generator(targets, softmax, clip_checkpoint=args.clip_checkpoint, bpe_path=args.bpe)
+    gen = build_cam_generator(targets, softmax, clip_checkpoint=args.clip_checkpoint, bpe_path=args.clip_bpe)
     manifest = {
         "format": files.FORMAT,
         "images": os.path.abspath(root),

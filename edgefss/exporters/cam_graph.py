@@ -24,9 +24,13 @@ from edgefss.cam import recipe
 from edgefss.errors import StateError
 from edgefss.exporters.graphs import GraphDef
 from edgefss.exporters.onnx_export import export_graph, io_signature
+from edgefss.exporters.verify import FP32_RTOL
 from edgefss.runtime.cam import GRAPH_FILE, IMAGE, OUTPUT, TARGETS, TEXT, TEXT_FILE
 
-FP32_TOL = 1e-5  # on the post-processed 50 x 50 maps, as the torch-vs-autograd parity
+# ONNX Runtime vs PyTorch on the post-processed maps (unit scale): the project's FP32 rule, rtol 1e-4
+# x scale (exporters/verify.py); a full-size RN50 exceeds 1e-5 across engines (bench/cam_cost.py
+# prints its figure). The 1e-5 parities are PyTorch vs PyTorch (tests/test_cam.py).
+FP32_TOL = FP32_RTOL
 
 
 class CamGraph(nn.Module):
@@ -43,8 +47,9 @@ class CamGraph(nn.Module):
 
 
 def graph_def(image_model) -> GraphDef:
+    # eval: torch.onnx.export restores the wrapper's train/eval mode on the shared tower afterwards
     return GraphDef(
-        CamGraph(image_model),
+        CamGraph(image_model).eval(),
         [IMAGE, TEXT, TARGETS],
         [OUTPUT],
         {TEXT: {0: "K"}, TARGETS: {1: "M"}, OUTPUT: {1: "M"}},
@@ -66,18 +71,28 @@ def export_cam_graph(image_model, path, n_classes: int = 4) -> Path:
 
 def verify_cam_graph(gen, engine, images) -> dict:
     """The graph on `engine` (runtime session, graph 'cam') vs the PyTorch generator `gen` (CamGenerator)
-    on `images` ((H, W, 3) uint8), every class of gen.classes a target: max-abs on the 50x50 maps."""
-    worst, n = 0.0, 0
+    on `images` ((H, W, 3) uint8), every class of gen.classes a target.
+
+    Returns:
+        max_abs on the post-processed 50x50 maps; raw_rel: max-abs of the raw CAMs over their largest
+        value (a saturated softmax makes the maps all zero, so the raw check is what stays informative);
+        ref_max: the largest reference map value (near 0: the images gave no CAM response); passed.
+    """
+    worst, raw_diff, raw_max, ref_max, n = 0.0, 0.0, 0.0, 0.0, 0
     idx = torch.arange(len(gen.classes))[None]
     for img in images:
         x = recipe.preprocess(img, gen.resolution)[None]
         with torch.no_grad():
-            ref = recipe.postprocess(gen(torch.from_numpy(x), idx)[0].numpy(), gen.resolution)
+            raw = gen(torch.from_numpy(x), idx)[0].numpy()
         out = engine.run("cam", {IMAGE: x, TEXT: gen.text.numpy(), TARGETS: idx.numpy()})[OUTPUT][0]
-        got = recipe.postprocess(out, gen.resolution)
-        worst = max(worst, float(np.abs(got - ref).max()))
+        ref = recipe.postprocess(raw, gen.resolution)
+        worst = max(worst, float(np.abs(recipe.postprocess(out, gen.resolution) - ref).max()))
+        raw_diff = max(raw_diff, float(np.abs(out - raw).max()))
+        raw_max, ref_max = max(raw_max, float(np.abs(raw).max())), max(ref_max, float(ref.max()))
         n += len(gen.classes)
-    return {"max_abs": worst, "tol": FP32_TOL, "maps": n, "passed": worst <= FP32_TOL}
+    raw_rel = raw_diff / raw_max if raw_max > 0 else raw_diff
+    return {"max_abs": worst, "raw_rel": raw_rel, "ref_max": ref_max, "tol": FP32_TOL, "maps": n,
+            "passed": worst <= FP32_TOL and raw_rel <= FP32_TOL}
 
 
 def cam_vocabulary(table_classes) -> list[str]:
@@ -126,12 +141,14 @@ def stage_cam_generator(
     check = type(gen)(gen.image_model, gen.text[:6], gen.classes[:6], gen.class_source, gen.text_source)
     ver = verify_cam_graph(check, engine, verify_images)
     log(
-        f"verification cam onnxruntime vs PyTorch on {ver['maps']} CAMs: max-abs {ver['max_abs']:g} "
-        f"(tol {ver['tol']:g}): {'PASS' if ver['passed'] else 'FAIL'}"
+        f"verification cam onnxruntime vs PyTorch on {ver['maps']} CAMs: max-abs {ver['max_abs']:g}, raw "
+        f"relative {ver['raw_rel']:g} (tol {ver['tol']:g}; largest map value {ver['ref_max']:.3g}): "
+        f"{'PASS' if ver['passed'] else 'FAIL'}"
     )
     if not ver["passed"]:
         raise StateError(
-            f"CAM graph verification failed: max-abs {ver['max_abs']:g} > {ver['tol']:g}; bundle not written"
+            f"CAM graph verification failed: max-abs {ver['max_abs']:g}, raw relative {ver['raw_rel']:g} "
+            f"(tol {ver['tol']:g}); bundle not written"
         )
     from edgefss.text.prompts import canonical_name
 
