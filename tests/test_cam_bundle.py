@@ -155,3 +155,15 @@ def test_export_options_for_pseudo():
         resolve(model="tlg", cam_classes="voc")
     with pytest.raises(InputError, match="--pseudo 'x'"):
         resolve(model="tlg", pseudo="x")
+
+
+def test_export_leaves_the_tower_in_eval_mode(tmp_path):
+    """torch.onnx.export restores the wrapper's mode onto the tower it shares with the PyTorch
+    reference; a train-mode wrapper would leave BatchNorm using batch statistics afterwards."""
+    from edgefss.exporters.cam_graph import export_cam_graph
+    from edgefss.models.clip_image import ClipImageConfig, ClipImageModel
+
+    m = ClipImageModel(ClipImageConfig(layers=(1, 1, 1, 1), width=8, heads=4, output_dim=16,
+                                       input_resolution=64)).eval()
+    export_cam_graph(m, tmp_path / "cam.onnx")
+    assert not any(x.training for x in m.modules())
