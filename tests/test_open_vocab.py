@@ -462,3 +462,20 @@ def test_bench_open_vocab_runs_and_reports_every_row(bundles, tmp_path, monkeypa
     assert list(rows) == want and all(rows[k]["median"] > 0 for k in want)
     assert "load_support / set_support of the same 2 shots" in text
     assert not (tmp_path / "unused").exists()
+
+
+def test_int8_tower_bundle_embeds_new_names_within_its_gate(clip_files, tmp_path, monkeypatch):
+    """A bundle exported with the INT8 tower: the runtime opens it as INT8 and a new name's rows stay
+    within the gate's cosine of the PyTorch tower's."""
+    from edgefss.runtime import Segmenter
+
+    bpe, ckpt, _ = clip_files
+    monkeypatch.setenv("EDGEFSS_TEXT_CACHE", "off")
+    b = build_bundle(tmp_path / "int8", ckpt, bpe, "int8")
+    with Segmenter.load(b) as seg:
+        v = seg.vocabulary()
+        assert v.any_name and v.tower == "int8"
+        e = seg.adapter.text.entry(UNSEEN)
+        assert seg.adapter.text.tower.precision == "int8"
+    fg = _torch_rows(ckpt, bpe, [TEMPLATE.format(UNSEEN)])[0]
+    assert float(e.query_fg @ fg) >= MIN_TEXT_COSINE and np.abs(e.query_fg - fg).max() > 1e-6
