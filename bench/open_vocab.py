@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _harness as H  # noqa: E402
+import _harness as H
 
 
 def _images(folder: Path | None, n: int) -> list:
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     one = sup[:1]
     table_name = str(text.classes[0])
     counter = itertools.count()
-    fresh = lambda: f"object {next(counter):04d}"  # noqa: E731  (4 digit tokens: same length each call)
+    fresh = lambda: f"object {next(counter):04d}"
 
     seg.set_support(sup, ["pack class"] * args.shots)
     pack = seg.save_support(tmp / "set.efs")

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from test_open_vocab import TABLE_CLASSES, UNSEEN, clip_files, images  # noqa: E402,F401  (fixtures)
+from test_open_vocab import TABLE_CLASSES, UNSEEN, clip_files, images  # noqa: F401  (fixtures)
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from edgefss.errors import CheckpointError, InputError, StateError
 from edgefss.exporters.graphs import GraphDef
 from edgefss.exporters.onnx_export import export_graph, io_signature
 from edgefss.exporters.verify import FP32_ATOL_FLOOR, FP32_RTOL, tolerance
-from edgefss.runtime.text_encoder import GRAPH, INPUT, MANIFEST_KEY, OUTPUT
+from edgefss.runtime.text_encoder import GRAPH, INPUT, OUTPUT
 from edgefss.text.background import BACKGROUND_FILE, BG_TOPK, BackgroundVocab, background_vocabulary
 from edgefss.text.prompts import TEMPLATE, resolve_prompts
 
@@ -104,7 +104,7 @@ def verify_tower(ref: np.ndarray, got: np.ndarray, label: str, rtol: float = FP3
     err = float(np.max(np.abs(got.astype(np.float64) - ref)))
     scale = float(np.max(np.abs(ref)))
     tol = tolerance(scale, rtol)
-    return {"backend": label, "prompts": int(len(ref)), "rtol": rtol, "atol_floor": FP32_ATOL_FLOOR,
+    return {"backend": label, "prompts": len(ref), "rtol": rtol, "atol_floor": FP32_ATOL_FLOOR,
             "max_abs": float(f"{err:.3g}"), "scale": float(f"{scale:.3g}"), "tol": float(f"{tol:.3g}"),
             "passed": err <= tol}
 

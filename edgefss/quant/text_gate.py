@@ -105,7 +105,7 @@ def text_gate(ref: np.ndarray, test: np.ndarray, precision: str = "int8", class_
     bg = None
     if class_rows is not None and background is not None and len(class_rows):
         b = _unit(background)
-        top = lambda x: {tuple(sorted(np.argsort(-(b @ row), kind="stable")[:k].tolist())) for row in x}  # noqa: E731
+        top = lambda x: {tuple(sorted(np.argsort(-(b @ row), kind="stable")[:k].tolist())) for row in x}
         same = [top(r[[i]]) == top(t[[i]]) for i in class_rows]
         bg = float(np.mean(same))
     return TextGateResult(len(r), float(cos.min()), retrieval, separation, bg, precision,

@@ -51,7 +51,7 @@ def background_vocabulary() -> list[str]:
     return [w for w in dict.fromkeys(words) if w not in generic]
 
 
-def match_backgrounds(class_vec: np.ndarray, vocab: "BackgroundVocab", class_name: str,
+def match_backgrounds(class_vec: np.ndarray, vocab: BackgroundVocab, class_name: str,
                       k: int = BG_TOPK) -> list[str]:
     """Maximum matching: the k vocabulary words whose embeddings have the largest cosine with
     `class_vec` ((D,) float32, unit norm), best first; the class's own words are skipped."""
@@ -113,7 +113,7 @@ class BackgroundVocab:
         return path
 
     @classmethod
-    def load(cls, path, dim: int | None = None) -> "BackgroundVocab":
+    def load(cls, path, dim: int | None = None) -> BackgroundVocab:
         """Read a vocabulary written by save(). BundleError names the file and what is wrong."""
         path = Path(path)
         try:
