@@ -109,6 +109,33 @@ def test_bad_sources_name_the_flag_and_the_pattern(bundles, photos, tmp_path, ca
     assert not (tmp_path / "runs").exists()  # nothing created
 
 
+def test_unreadable_inputs_are_skipped_listed_and_fail_the_run(bundles, photos, tmp_path, capsys):
+    """A corrupt image in a folder and a video that does not open: the other inputs are still
+    written, each bad one gets a warning line, and the run ends with one error listing them (exit 1)."""
+    (photos / "q" / "1b.jpg").write_bytes(b"not an image")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "res"
+    assert _predict(bundles["cst"], photos, "--source", photos / "q", tmp_path / "broken.mp4", "--out", out) == 1
+    cap = capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.png") if "overlay" not in p.name) == [f"{i}.png" for i in range(4)]
+    warn = [ln for ln in cap.err.splitlines() if ln.endswith("; skipped")]
+    assert len(warn) == 2 and "1b.jpg" in warn[0] and "broken.mp4" in warn[1], cap.err
+    err = [ln for ln in cap.err.splitlines() if ": error: " in ln]
+    assert len(err) == 1 and "2 of 6 inputs" in err[0] and "1b.jpg" in err[0] and "broken.mp4" in err[0], cap.err
+    assert "4 inputs in" in cap.out and "Traceback" not in cap.err
+    # a single unreadable input stays one error line, and no run folder is left with nothing in it
+    assert _predict(bundles["cst"], photos, "--source", photos / "q" / "1b.jpg") == 1
+    assert "1b.jpg" in _err(capsys) and not any((tmp_path / "runs" / "predict").glob("*/*"))
+
+
+def test_out_inside_a_source_folder_is_refused(bundles, photos, capsys):
+    for out in (photos / "q", photos / "q" / "mask.png"):
+        assert _predict(bundles["cst"], photos, "--source", photos / "q", "--out", out) == 1
+        line = _err(capsys)
+        assert "--out" in line and "--source folder" in line
+    assert sorted(p.name for p in (photos / "q").iterdir()) == ["0.png", "1.png", "2.png", "3.png", "sub"]
+
+
 def _write_video(path, n=5):
     cv2 = pytest.importorskip("cv2", reason="OpenCV reads and writes the test video")
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))

@@ -22,8 +22,12 @@ PNG whose values are the class indices (0 background, i = the i-th class in orde
 appearance). `--raw-mask` writes the bare index map (gray, values 0..N).
 
 Nothing is overwritten: a name that is taken (an existing file, or an output of this run) gets
--2, -3, ... (said on stdout); an output that would be an input is refused. Files are written
-atomically (temp + rename). Torch-free.
+-2, -3, ... (said on stdout); an output that would be an input, or an --out inside a --source
+folder, is refused. Files are written atomically (temp + rename), so Ctrl-C leaves only whole files.
+
+An input that cannot be read (a corrupt image, a video or camera that does not open) is skipped
+with a warning line when there are others; the run goes on and exits 1 naming every skipped input.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -272,6 +276,21 @@ def _check_args(args) -> tuple[list, list, dict]:
         raise InputError("--support-mask: a support pack already holds its masks; drop --support-mask")
     if pack is not None:
         check_file(pack, "--support-pack", "a support pack file written by `edgefss support create`")
+    images, names, masks = support_inputs(args)
+    if not 0.0 < args.conf < 1.0:
+        raise InputError(f"--conf: {args.conf}; expected a foreground probability threshold in (0, 1)")
+    if args.refine_steps < 0:
+        raise InputError(f"--refine-steps: {args.refine_steps}; expected an int >= 0")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames: {args.max_frames}; expected a positive number of frames")
+    return images, names, masks
+
+
+def support_inputs(args) -> tuple[list, list, dict]:
+    """(support images, class names, {image: mask}) from --support IMG:CLASS / --support-mask
+    IMG:MASK, every file checked to exist (predict's and `support create`'s parsing)."""
+    from edgefss.cli._args import check_file
+
     pairs = [split_spec(s, "--support") for s in args.support or []]
     masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
     unknown = sorted(set(masks) - {img for img, _ in pairs})
@@ -281,13 +300,26 @@ def _check_args(args) -> tuple[list, list, dict]:
         check_file(img, "--support")
     for m in masks.values():
         check_file(m, "--support-mask", "a mask image file")
-    if not 0.0 < args.conf < 1.0:
-        raise InputError(f"--conf: {args.conf}; expected a foreground probability threshold in (0, 1)")
-    if args.refine_steps < 0:
-        raise InputError(f"--refine-steps: {args.refine_steps}; expected an int >= 0")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames: {args.max_frames}; expected a positive number of frames")
     return [i for i, _ in pairs], [c for _, c in pairs], masks
+
+
+def check_out_not_in_sources(out, sources) -> None:
+    """Refuse an --out folder (or the folder of --out X.png) that is a --source folder: the next run
+    over that folder would read this run's masks and overlays as queries.
+
+    Raises:
+        InputError: naming --out and the --source folder.
+    """
+    from edgefss.fsio import same_file
+
+    if out is None:
+        return
+    out = Path(out)
+    folder = out.parent if out.suffix.lower() == ".png" else out
+    for spec in dict.fromkeys(s.spec for s in sources if s.kind != "camera"):
+        if Path(spec).is_dir() and same_file(folder, spec):
+            raise InputError(f"--out: '{out}' would write into the --source folder '{spec}', whose images "
+                             "the next run would read back as queries; choose another folder")
 
 
 def _namer(args, sources, inputs: dict) -> OutputNamer:
@@ -351,6 +383,7 @@ def run(args) -> int:
     inputs.update({m: "--support-mask" for m in masks.values()})
     if args.support_pack is not None:
         inputs[args.support_pack] = "--support-pack"
+    check_out_not_in_sources(args.out, sources)
     namer = _namer(args, sources, inputs)
     # with --out, images are named before minutes of work (a refused name fails now); frames and
     # the default run folder's names as they come (that folder is new: nothing in it is taken)
@@ -388,20 +421,33 @@ def run(args) -> int:
     done, t_start = 0, time.perf_counter()
     bar = _progress(total, not args.no_progress)
 
-    def emit(line: str) -> None:
+    def emit(line: str, file=None) -> None:
+        file = file or sys.stdout
         if bar.disable:
-            print(line, flush=True)
+            print(line, file=file, flush=True)
         else:
-            bar.write(line, file=sys.stdout)
+            bar.write(line, file=file)
 
+    failed: list[str] = []  # inputs that could not be read: skipped, listed at the end, exit 1
     try:
         for i, s in enumerate(sources):
-            it = frames(s, args.max_frames)
+            it, n_src = frames(s, args.max_frames), 0
             while True:
                 t0 = time.perf_counter()
-                item = next(it, None)
+                try:
+                    item = next(it, None)
+                except InputError as exc:
+                    if len(sources) == 1:
+                        raise  # the only input: its error is the run's one error line
+                    # like `yolo predict` over a folder: one bad file does not lose the others
+                    failed.append(str(s.path) if s.kind != "camera" else f"camera {s.path}")
+                    emit(f"edgefss predict: warning: {exc}; skipped", file=sys.stderr)
+                    if counts[i] is not None:
+                        bar.update(max(counts[i] - n_src, 0))
+                    break
                 if item is None:
                     break
+                n_src += 1
                 name, index, rgb = item
                 t_read = (time.perf_counter() - t0) * 1e3
                 label = (
@@ -458,4 +504,8 @@ def run(args) -> int:
     where = namer.folder if namer.folder is not None else namer.file.parent
     dt = time.perf_counter() - t_start
     print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s -> {where}")
+    if failed:
+        shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
+        raise InputError(f"--source: {len(failed)} of {len(sources)} inputs could not be read and were "
+                         f"skipped (warnings above): {shown}")
     return 0

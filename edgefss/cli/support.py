@@ -41,19 +41,9 @@ def add_arguments(p) -> None:
 
 def _support_inputs(args) -> tuple[list, list, dict]:
     """(images, class names, {image: mask}) from --support / --support-mask (predict's parsing)."""
-    from edgefss.cli._args import check_file
-    from edgefss.cli.predict import split_spec
+    from edgefss.cli.predict import support_inputs
 
-    pairs = [split_spec(s, "--support") for s in args.support]
-    masks = dict(split_spec(s, "--support-mask") for s in args.support_mask)
-    unknown = sorted(set(masks) - {img for img, _ in pairs})
-    if unknown:
-        raise InputError(f"--support-mask: {unknown} are not support images (given: {[i for i, _ in pairs]})")
-    for img, _ in pairs:
-        check_file(img, "--support")
-    for m in masks.values():
-        check_file(m, "--support-mask", "a mask image file")
-    return [i for i, _ in pairs], [c for _, c in pairs], masks
+    return support_inputs(args)
 
 
 def _check_out(out: Path, inputs: dict) -> None:
