@@ -295,16 +295,64 @@ def test_disk_cache_is_said_and_a_damaged_entry_is_recomputed(bundles, tmp_path,
         a = text.entry(UNSEEN)
     files = list((tmp_path / "home" / ".cache" / "edgefss" / "text").rglob("*.npz"))
     assert len(files) == 1
-    files[0].write_bytes(b"not an npz")
-    again = open_vocabulary(man, bundles["tower"], cache_dir=files[0].parent.parent)
-    b = again.entry(UNSEEN)
-    assert b.origin == "tower" and np.array_equal(a.query_bg, b.query_bg)
+    good = files[0].read_bytes()
+    for damaged in (b"not an npz", good[: len(good) // 2]):  # garbage, then a truncated entry
+        files[0].write_bytes(damaged)
+        again = open_vocabulary(man, bundles["tower"], cache_dir=files[0].parent.parent)
+        b = again.entry(UNSEEN)
+        assert b.origin == "tower" and np.array_equal(a.query_bg, b.query_bg)
+        assert files[0].read_bytes() == good  # recomputed and written again
     # an unwritable cache folder (here: below a plain file) costs the cache, not the lookup
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.warns(UserWarning, match="memory only"):
         c = open_vocabulary(man, bundles["tower"], cache_dir=blocker / "cache").entry("another new thing")
     assert c.origin == "tower" and blocker.read_text() == "x"
+
+
+def test_disk_cache_is_per_tower_and_safe_under_concurrent_writers(bundles, tmp_path):
+    """Entries are keyed by the bundle's seal (another tower never reads them), and several lookups
+    (each with its own lock, as separate processes) writing one name leave one whole file."""
+    import threading
+
+    from edgefss.bundle import read_manifest
+    from edgefss.runtime.text_encoder import open_vocabulary
+
+    man = read_manifest(bundles["tower"])
+    cache = tmp_path / "cache"
+    texts = [open_vocabulary(man, bundles["tower"], cache_dir=cache) for _ in range(4)]
+    out = [None] * len(texts)
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, texts[i].entry(UNSEEN))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(o.query_bg, out[0].query_bg) for o in out)
+    files = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert len(files) == 1 and files[0].endswith(".npz")  # no temp file left behind
+    hit = open_vocabulary(man, bundles["tower"], cache_dir=cache).entry(UNSEEN)
+    assert hit.origin == "disk cache" and np.array_equal(hit.support, out[0].support)
+    # the same files under another seal (another export, tower or weights): not read
+    other = dict(man, manifest_sha256="f" * 64)
+    e = open_vocabulary(other, bundles["tower"], cache_dir=cache).entry(UNSEEN)
+    assert e.origin == "tower" and len(list(cache.rglob("*.npz"))) == 2
+
+
+def test_odd_names_get_one_clear_error_or_work(bundles, images, monkeypatch):
+    from edgefss.runtime import Segmenter
+
+    monkeypatch.setenv("EDGEFSS_TEXT_CACHE", "off")
+    img = np.load(images[0])
+    with Segmenter.load(bundles["tower"]) as seg:
+        seg.set_support([img], ["red  kayak\n 🦊"])  # whitespace folded; any printable text embeds
+        assert seg.classes == ["red kayak 🦊"]
+        with pytest.raises(InputError, match=r"class name 'a\\x00b': holds control character\(s\) U\+0000"):
+            seg.set_support([img], ["a\x00b"])
+        with pytest.raises(InputError, match=r"class name 'word word.*\.\.\.': \d+ tokens .* context of 77"):
+            seg.set_support([img], ["word " * 100])
+        with pytest.raises(InputError, match=r"class_names\[0\]: expected a non-empty str"):
+            seg.set_support([img], ["  "])
+        assert seg.classes == ["red kayak 🦊"]  # a refused set leaves the old one
 
 
 def test_without_the_tower_an_unknown_name_names_the_export_command(bundles, images, monkeypatch):

@@ -22,10 +22,11 @@ backend (it runs once per new name; onnxruntime is a core dependency). Torch-fre
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shlex
-import tempfile
 import threading
+import unicodedata
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefss.errors import BundleError, InputError
+from edgefss.fsio import write_bytes_atomic
 from edgefss.text.background import BackgroundVocab, match_backgrounds
 from edgefss.text.prompts import BUILTIN_PROMPTS, PromptTriple, canonical_name
 from edgefss.text.table import TextTable, close_matches_hint
@@ -216,13 +218,30 @@ class OpenVocabText:
                 f"it knows only those names. To segment any name, re-export it with the tower: "
                 f"{export_command(self.manifest, self.bundle_dir)}"
             )
+        ctrl = sorted({f"U+{ord(ch):04X}" for ch in n if unicodedata.category(ch) == "Cc"})
+        if ctrl:  # a NUL or bell would be embedded and printed as a label; whitespace is already folded
+            raise InputError(f"class name {class_name!r}: holds control character(s) {', '.join(ctrl)}; "
+                             "expected printable text")
         with self._lock:  # one computation per name even when several threads ask at once
             hit = self._mem.get(n) or self._read_disk(n)
             if hit is None:
+                self._check_length(class_name, n)
                 hit = self._compute(n)
                 self._write_disk(n, hit)
             self._mem[n] = hit
         return hit
+
+    def _check_length(self, class_name: str, n: str) -> None:
+        """InputError naming the class when its prompt does not fit the tower's context (the
+        tokenizer's own error would name only 'texts[0]')."""
+        if n in BUILTIN_PROMPTS:
+            return
+        _, tok = self.tower._open()
+        k = len(tok.encode(self.tower.template.format(n))) + 2  # + SOT, EOT
+        if k > self.tower.context_length:
+            short = class_name if len(class_name) <= 60 else class_name[:57] + "..."
+            raise InputError(f"class name {short!r}: {k} tokens in the prompt {self.tower.template!r}, more than "
+                             f"the CLIP text tower's context of {self.tower.context_length}; use a shorter name")
 
     def cached_classes(self) -> list[str]:
         """Names embedded by the tower (or read from the disk cache) in this process."""
@@ -271,21 +290,15 @@ class OpenVocabText:
         p = self._cache_file(n)
         if p is None:
             return
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, name=np.array(n), support=e.support, query_fg=e.query_fg, query_bg=e.query_bg,
-                             prompts=np.array([e.prompts.refine, e.prompts.fg, e.prompts.bg]))
-                os.replace(tmp, p)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        buf = io.BytesIO()
+        np.savez(buf, name=np.array(n), support=e.support, query_fg=e.query_fg, query_bg=e.query_bg,
+                 prompts=np.array([e.prompts.refine, e.prompts.fg, e.prompts.bg]))
+        try:  # concurrent writers of one name each rename a whole file: the last one wins
+            write_bytes_atomic(p, buf.getvalue(), what="text cache")
         except OSError as exc:  # a read-only home or full disk costs the cache, not the prediction
             if not self._said:
-                warnings.warn(f"text embeddings of new class names are kept in memory only: cannot write "
-                              f"'{p.parent}' ({exc.strerror or exc})", UserWarning, stacklevel=4)
+                warnings.warn(f"text embeddings of new class names are kept in memory only: {exc}",
+                              UserWarning, stacklevel=4)
                 self._said = True
             return
         if self._default_dir and not self._said:

@@ -17,8 +17,7 @@ background 'lake'). Ties keep vocabulary order. Torch-free.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,18 +98,17 @@ class BackgroundVocab:
         return None
 
     def save(self, path) -> Path:
-        """Write an .npz atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, words=self.words, embeddings=self.embeddings, template=np.array(self.template),
-                         k=np.array(int(self.k)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write an .npz atomically (fsio.write_bytes_atomic: temp file in the same folder, then rename).
+
+        Raises:
+            edgefss.fsio.OutputError: the file cannot be written (names the path and why).
+        """
+        from edgefss.fsio import write_bytes_atomic
+
+        buf = io.BytesIO()
+        np.savez(buf, words=self.words, embeddings=self.embeddings, template=np.array(self.template),
+                 k=np.array(int(self.k)))
+        return write_bytes_atomic(path, buf.getvalue(), what="background vocabulary")
 
     @classmethod
     def load(cls, path, dim: int | None = None) -> BackgroundVocab:

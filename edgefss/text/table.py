@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
-import tempfile
+import io
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 from edgefss.errors import BundleError, CheckpointError, InputError
 from edgefss.text.prompts import TEMPLATE, canonical_name, default_classes, resolve_prompts
 
-__all__ = ["TextTable", "build_text_table", "default_classes", "RANDOM_SOURCE"]
+__all__ = ["RANDOM_SOURCE", "TextTable", "build_text_table", "default_classes"]
 
 RANDOM_SOURCE = "random (no CLIP weights)"
 _FIELDS = ("support", "query_fg", "query_bg")
@@ -92,22 +91,19 @@ class TextTable:
         return {f: getattr(self, f)[rows] for f in _FIELDS}
 
     def save(self, path) -> Path:
-        """Write an .npz atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:  # a file object keeps numpy from appending '.npz'
-                np.savez(fh, classes=self.classes, source=np.array(self.source),
-                         **{f: getattr(self, f) for f in _FIELDS})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write an .npz atomically (fsio.write_bytes_atomic: temp file in the same folder, then rename).
+
+        Raises:
+            edgefss.fsio.OutputError: the file cannot be written (names the path and why).
+        """
+        from edgefss.fsio import write_bytes_atomic
+
+        buf = io.BytesIO()  # a file object keeps numpy from appending '.npz'
+        np.savez(buf, classes=self.classes, source=np.array(self.source), **{f: getattr(self, f) for f in _FIELDS})
+        return write_bytes_atomic(path, buf.getvalue(), what="text table")
 
     @classmethod
-    def load(cls, path, dim: int | None = 512) -> "TextTable":
+    def load(cls, path, dim: int | None = 512) -> TextTable:
         """Read and validate a table written by save().
 
         Args:
@@ -175,7 +171,7 @@ def _problem(t: TextTable) -> str | None:
 
 def _random_unit(text: str, dim: int) -> np.ndarray:
     """Deterministic stand-in embedding: a unit Gaussian vector seeded by sha256 of the text."""
-    seed = int.from_bytes(hashlib.sha256(f"{dim}:{text}".encode("utf-8")).digest()[:8], "little")
+    seed = int.from_bytes(hashlib.sha256(f"{dim}:{text}".encode()).digest()[:8], "little")
     v = np.random.default_rng(seed).standard_normal(dim)
     return (v / np.linalg.norm(v)).astype(np.float32)
 
