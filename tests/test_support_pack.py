@@ -4,15 +4,17 @@ tests/test_runtime.py (S = 32; no torch)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 
 import numpy as np
 import pytest
-from test_runtime import CLASSES, S, CountingBackend, build_tiny_bundle
+from test_runtime import CLASSES, CountingBackend, S, build_tiny_bundle
 
 from edgefss.errors import InputError, StateError
 from edgefss.runtime import Segmenter
+from edgefss.runtime import support_pack as sp
 from edgefss.transforms import resize_image, resize_mask
 
 
@@ -60,6 +62,10 @@ def test_round_trip_is_bit_identical_and_runs_no_encoder(model, bundles, imgs, t
     other.backend = CountingBackend(other.backend)
     other.load_support(pack)
     assert other.backend.calls == {}  # loading costs no encoder run
+    # the cached chunks are aligned C-contiguous float32 views of the pack's one buffer (no copy)
+    for c in other._support.chunks:
+        assert all(v.dtype == np.float32 and v.flags.c_contiguous and v.flags.aligned and v.base is not None
+                   for v in c.values())
     assert other.classes == seg.classes == ["dog", "cat", "car"]
     for steps in (0, 1):
         _same(seg.predict(imgs[5], refine_steps=steps), other.predict(imgs[5], refine_steps=steps))
@@ -75,28 +81,52 @@ def test_tampered_truncated_foreign_packs_are_refused(bundles, imgs, tmp_path):
     pack = seg.save_support(tmp_path / "p.efs")
     good = pack.read_bytes()
 
-    # one feature value changed, the npz rewritten with the same header (valid zip, wrong digest)
-    with np.load(pack, allow_pickle=False) as z:
-        arrays = {k: z[k].copy() for k in z.files}
-    arrays["entry__support_feats"][1, 0, 0, 0] += 1e-3
+    def parts(data: bytes):
+        """(header dict, the arrays' bytes, digest) of a format-2 pack (module doc of support_pack)."""
+        hl = int.from_bytes(data[8:16], "little")
+        return json.loads(data[16:16 + hl]), data[16 + hl + (-(16 + hl) % sp.ALIGN):-32], data[-32:]
+
+    def join(header, blob, digest=None):
+        """A pack from parts; digest None = a valid SHA-256 over the new bytes (a hand-made pack)."""
+        hb = json.dumps(header, sort_keys=True).encode()
+        body = sp.MAGIC + len(hb).to_bytes(8, "little") + hb + bytes(-(16 + len(hb)) % sp.ALIGN) + blob
+        return body + (hashlib.sha256(body).digest() if digest is None else digest)
+
+    header, blob, digest = parts(good)
+    assert join(header, blob) == good  # the helpers rebuild the writer's bytes
     edited = tmp_path / "edited.efs"
-    with open(edited, "wb") as f:
-        np.savez(f, **arrays)
-    with pytest.raises(InputError, match=r"edited\.efs.*content_sha256"):
+    # one feature value changed, the old digest kept
+    i = header["arrays"]["entry__support_feats"]["offset"] + 4 * 7
+    edited.write_bytes(join(header, blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1:], digest))
+    with pytest.raises(InputError, match=r"edited\.efs.*SHA-256"):
         seg.load_support(edited)
-    # the header's class names edited the same way
-    h = json.loads(bytes(arrays["header"]).decode())
-    h["classes"] = ["cat", "dog"]
-    arrays["header"] = np.frombuffer(json.dumps(h).encode(), np.uint8)
+    # the header's class names edited, the old digest kept
+    h = dict(header, classes=["cat", "dog"])
+    edited.write_bytes(join(h, blob, digest))
+    with pytest.raises(InputError, match=r"edited\.efs.*SHA-256"):
+        seg.load_support(edited)
+    # a hand-made pack (valid digest) whose array runs past the end, or whose classes do not rebuild
+    h = json.loads(json.dumps(header))
+    h["arrays"]["entry__support_feats"]["offset"] = len(good)
+    edited.write_bytes(join(h, blob))
+    with pytest.raises(InputError, match=r"edited\.efs.*inconsistent array table"):
+        seg.load_support(edited)
+    edited.write_bytes(join(dict(header, classes=["cat", "dog"]), blob))
+    with pytest.raises(InputError, match=r"edited\.efs.*does not rebuild"):
+        seg.load_support(edited)
+    # a format-1 pack (an .npz) and a file of another kind
     with open(edited, "wb") as f:
-        np.savez(f, **arrays)
-    with pytest.raises(InputError, match="content_sha256"):
+        np.savez(f, header=np.zeros(3, np.uint8))
+    with pytest.raises(InputError, match=r"edited\.efs.*format 1"):
+        seg.load_support(edited)
+    edited.write_bytes(b"hello")
+    with pytest.raises(InputError, match=r"edited\.efs.*not an edgefss support pack"):
         seg.load_support(edited)
     # a flipped byte in the middle of the file and a truncated file
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     (tmp_path / "flip.efs").write_bytes(bytes(flipped))
-    with pytest.raises(InputError, match=r"flip\.efs.*(content_sha256|corrupt)"):
+    with pytest.raises(InputError, match=r"flip\.efs.*SHA-256.*corrupt"):
         seg.load_support(tmp_path / "flip.efs")
     (tmp_path / "cut.efs").write_bytes(good[: len(good) // 2])
     with pytest.raises(InputError, match=r"cut\.efs.*truncated"):

@@ -6,32 +6,37 @@ One implementation of "caller-ordered support records -> the Segmenter's cached 
 pack, so each equals a fresh `set_support` of the resulting set bit for bit (no encoder run for the
 entries kept).
 
-A support pack (`Segmenter.save_support`, conventionally `*.efs`) is one NumPy .npz file
-(read with allow_pickle=False) holding:
-  - `header`: (n,) uint8, UTF-8 JSON: format "edgefss-support-pack", format_version, the edgefss and
-    NumPy versions, the bundle's identity (its manifest's `manifest_sha256`; for a manifest without
-    one, the SHA-256 of its canonical JSON) with model/variant/precision/imgsz for messages, the
-    classes (display order), groups, order, given flags and the caller's spellings per head-batch
-    entry, the arrays' shapes/dtypes, and `content_sha256`.
-  - `entry__<head input>`: (B, ...) float32, the snapshot's head-batch chunks concatenated, exactly
-    as cached (B = number of shots, class-major).
-  - `images`: (B, S, S, 3) uint8 network-size support images, only for models that refine by
-    re-encoding supports (CST mutual refinement); refine_steps > 0 after a load re-encodes them
-    lazily, as after set_support.
-`content_sha256` is the SHA-256 over the header's canonical JSON without that field and every
-array's name, dtype, shape and bytes, so a tampered or truncated pack is refused at load. The
-digest detects corruption and edits; it is not a signature (anyone can write a valid pack).
-
+A support pack (`Segmenter.save_support`, conventionally `*.efs`, format_version 2) is one file:
+  - MAGIC (8 bytes), then the header's length H as a little-endian uint64;
+  - the header, H bytes of UTF-8 JSON: format "edgefss-support-pack", format_version, the edgefss
+    and NumPy versions, the bundle's identity (its manifest's `manifest_sha256`; for a manifest
+    without one, the SHA-256 of its canonical JSON) with model/variant/precision/imgsz for
+    messages, the classes (display order), groups, order, given flags and the caller's spellings
+    per head-batch entry, and `arrays`: {name: {dtype, shape, offset, nbytes}};
+  - zero padding to a multiple of ALIGN bytes, then every array's raw C-order bytes at its
+    `offset` (from the end of that padding, a multiple of ALIGN):
+      `entry__<head input>`: (B, ...) float32, the snapshot's head-batch chunks concatenated,
+        exactly as cached (B = number of shots, class-major);
+      `images`: (B, S, S, 3) uint8 network-size support images, only for models that refine by
+        re-encoding supports (CST mutual refinement); refine_steps > 0 after a load re-encodes
+        them lazily, as after set_support;
+  - the last 32 bytes: the SHA-256 of every byte before them, so a tampered or truncated pack is
+    refused at load. The digest detects corruption and edits; it is not a signature (anyone can
+    write a valid pack).
+Loading reads the file once into one buffer, hashing it as it streams in (no decompression, no
+CRC, no per-array copy), and the cached chunks are aligned views of that buffer: the same float32
+bits `set_support` cached, so predictions are bit-identical. Format 1 (a NumPy .npz) is refused
+with a line saying to create the pack again.
 Torch-free.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import os
+import struct
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +46,14 @@ from edgefss._version import __version__
 from edgefss.errors import InputError, StateError
 
 FORMAT = "edgefss-support-pack"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PACK_SUFFIX = ".efs"
+MAGIC = b"EFSPACK\x00"
+ALIGN = 64  # array offsets: aligned views for the engines
+_DIGEST = 32
+_MAX_HEADER = 16 << 20  # a real header is a few KiB
+_CHUNK = 8 << 20  # streamed read + hash
+_DTYPES = {"<f4": np.float32, "|u1": np.uint8}
 _ENTRY = "entry__"
 # CST indistinguishable classes: two shots are "the same support" when their support features'
 # cosine similarity and their masks' IoU are both at least these (see indistinguishable_classes)
@@ -68,7 +79,8 @@ class Record:
 
 
 # ----------------------------------------------------------------------------- snapshot <-> records
-def build_support(records: list, max_batch: int, keep_images: bool, model: str = "", query_feats=None):
+def build_support(records: list, max_batch: int, keep_images: bool, model: str = "", query_feats=None,
+                  stacked_entries: dict | None = None):
     """Caller-ordered records -> the Segmenter's immutable `_Support` snapshot.
 
     Classes are one per canonical name (text.prompts.canonical_name), shown as first spelt (spaces
@@ -80,6 +92,9 @@ def build_support(records: list, max_batch: int, keep_images: bool, model: str =
         keep_images: store the records' images (models whose refinement re-encodes supports).
         model: the adapter's model; "cst" warns about indistinguishable classes.
         query_feats: optional {caller index: cached query_feats} carried over from an old snapshot.
+        stacked_entries: optional {head input: (B, ...) float32 C-contiguous} already in this
+            set's head-batch order (a verified pack's arrays, see `load`, which checks the order):
+            the chunks are then row slices of these (views, no copy) instead of new stacks.
     """
     from edgefss.runtime.adapters import stack_entries
     from edgefss.runtime.segmenter import _Support
@@ -100,8 +115,12 @@ def build_support(records: list, max_batch: int, keep_images: bool, model: str =
         k = keys.count(c)
         groups.append(tuple(range(pos, pos + k)))
         pos += k
-    ordered = [records[i].entry for i in order]
-    chunks = tuple(stack_entries(ordered[s:s + max_batch]) for s in range(0, len(ordered), max_batch))
+    if stacked_entries is not None:
+        chunks = tuple({k: v[s:s + max_batch] for k, v in stacked_entries.items()}
+                       for s in range(0, len(order), max_batch))
+    else:
+        ordered = [records[i].entry for i in order]
+        chunks = tuple(stack_entries(ordered[s:s + max_batch]) for s in range(0, len(ordered), max_batch))
     qf = {}
     if query_feats:
         qf = {j: query_feats[i] for j, i in enumerate(order) if i in query_feats}
@@ -171,33 +190,33 @@ def _bundle_info(manifest: dict, bundle_dir) -> dict:
 
 
 # ----------------------------------------------------------------------------- pack file
-def _digest(header: dict, arrays: dict) -> str:
-    h = hashlib.sha256()
-    body = {k: v for k, v in header.items() if k != "content_sha256"}
-    h.update(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode())
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"\n{name}|{a.dtype.str}|{list(a.shape)}\n".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+def _pad(n: int) -> int:
+    return -n % ALIGN
 
 
 def pack_bytes(snap, manifest: dict, bundle_dir) -> bytes:
-    """The .npz bytes of a support pack for snapshot `snap` of the bundle `manifest`."""
+    """The bytes of a support pack (format_version 2, module doc) for snapshot `snap` of the bundle `manifest`."""
     arrays = {_ENTRY + k: np.ascontiguousarray(v, np.float32) for k, v in stacked(snap).items()}
     if snap.images:
         arrays["images"] = np.ascontiguousarray(np.stack(snap.images), np.uint8)
+    table, off = {}, 0
+    for k in sorted(arrays):
+        a = arrays[k]
+        table[k] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": off, "nbytes": int(a.nbytes)}
+        off += a.nbytes + _pad(a.nbytes)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "edgefss_version": __version__,
         "numpy_version": np.__version__, "bundle": _bundle_info(manifest, bundle_dir),
         "classes": list(snap.classes), "groups": [list(g) for g in snap.groups],
         "order": list(snap.order), "given": [bool(g) for g in snap.given], "names": entry_names(snap),
-        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in sorted(arrays.items())},
+        "arrays": table,
     }
-    header["content_sha256"] = _digest(header, arrays)
-    buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8), **arrays)
-    return buf.getvalue()
+    hb = json.dumps(header, sort_keys=True, ensure_ascii=True, allow_nan=False).encode()
+    parts = [MAGIC, struct.pack("<Q", len(hb)), hb, bytes(_pad(len(MAGIC) + 8 + len(hb)))]
+    for k in sorted(arrays):
+        parts += [memoryview(arrays[k]).cast("B"), bytes(_pad(arrays[k].nbytes))]
+    body = b"".join(parts)
+    return body + hashlib.sha256(body).digest()
 
 
 def save(snap, manifest: dict, bundle_dir, path) -> Path:
@@ -214,43 +233,93 @@ def save(snap, manifest: dict, bundle_dir, path) -> Path:
     return write_bytes_atomic(path, pack_bytes(snap, manifest, bundle_dir), what="support pack")
 
 
+def _read_verified(p: Path, what: str) -> np.ndarray:
+    """The whole file in one (size,) uint8 buffer, its SHA-256 trailer checked while it streams in
+    (one pass; np.empty, not bytearray: no zero-fill, and NumPy asks for huge pages, which makes
+    the page faults of a 100 MB pack ~3x cheaper)."""
+    try:
+        with open(p, "rb", buffering=0) as f:
+            head = f.read(len(MAGIC))
+            if head != MAGIC:
+                if head.startswith(b"PK"):
+                    raise InputError(f"{what}: format 1 (.npz), written by an earlier edgefss; this edgefss "
+                                     f"{__version__} reads format {FORMAT_VERSION}: create the pack again")
+                raise InputError(f"{what}: not an edgefss support pack (no {MAGIC!r} signature)")
+            size = os.fstat(f.fileno()).st_size
+            if size < len(MAGIC) + 8 + _DIGEST:
+                raise InputError(f"{what}: {size} bytes, truncated or corrupt; create the pack again")
+            buf = np.empty(size, np.uint8)
+            mv = memoryview(buf)
+            mv[: len(MAGIC)] = head
+            h = hashlib.sha256(head)
+            n, end = len(MAGIC), size - _DIGEST
+            while n < size:
+                k = f.readinto(mv[n:n + _CHUNK])
+                if not k:
+                    break
+                if n < end:
+                    h.update(mv[n:min(n + k, end)])  # hashed while still in the CPU cache
+                n += k
+    except OSError as exc:
+        raise InputError(f"{what}: unreadable ({exc.strerror or exc})") from None
+    if n != size or h.digest() != mv[end:].tobytes():
+        raise InputError(f"{what}: content does not match its SHA-256: the file was changed, truncated or "
+                         "is corrupt; create the pack again")
+    return buf
+
+
 def read(path) -> tuple[dict, dict]:
-    """Read and verify a pack -> (header, arrays). Torch-free; no bundle needed.
+    """Read and verify a pack -> (header, {name: array view of one buffer}). Torch-free; no bundle needed.
 
     Raises:
         InputError: "support pack '<path>': <reason>" for a missing, truncated, tampered, foreign
-            or newer-format file.
+            or other-format file.
     """
     p = Path(path)
     what = f"support pack '{p}'"
     if not p.is_file():
         raise InputError(f"{what}: no such file; expected a file written by save_support / `edgefss support create`")
+    buf = _read_verified(p, what)
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if "header" not in z.files:
-                raise InputError(f"{what}: not an edgefss support pack (an .npz without its header)")
-            header = json.loads(bytes(z["header"]).decode())
-            arrays = {k: z[k] for k in z.files if k != "header"}
-    except InputError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise InputError(f"{what}: unreadable ({type(exc).__name__}: {exc}); the file is truncated, "
-                         "corrupt or not a support pack") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        (hl,) = struct.unpack_from("<Q", buf.data, len(MAGIC))
+        start = len(MAGIC) + 8
+        if hl > min(_MAX_HEADER, len(buf) - start - _DIGEST):
+            raise ValueError(f"header length {hl}")
+        header = json.loads(buf[start:start + hl].tobytes().decode())
+        if not isinstance(header, dict):
+            raise TypeError("header is not an object")
+    except (TypeError, ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise InputError(f"{what}: unreadable header ({exc}); create the pack again") from None
+    if header.get("format") != FORMAT:
         raise InputError(f"{what}: not an edgefss support pack (format != {FORMAT!r})")
     fv = header.get("format_version")
-    if isinstance(fv, bool) or not isinstance(fv, int) or fv > FORMAT_VERSION:
+    if isinstance(fv, bool) or not isinstance(fv, int) or fv != FORMAT_VERSION:
         raise InputError(f"{what}: format_version {fv!r} written by edgefss {header.get('edgefss_version')}; "
-                         f"this edgefss {__version__} reads <= {FORMAT_VERSION}: upgrade edgefss")
-    try:
-        ok = header.get("content_sha256") == _digest(header, arrays)
-    except (TypeError, ValueError):  # NaN or non-JSON values in an edited header
-        ok = False
-    if not ok:
-        raise InputError(f"{what}: content does not match its content_sha256: the file was changed or "
-                         "is corrupt; create the pack again")
+                         f"this edgefss {__version__} reads {FORMAT_VERSION}: "
+                         + ("upgrade edgefss" if isinstance(fv, int) and fv > FORMAT_VERSION else "create the pack again"))
+    data = start + hl + _pad(start + hl)
+    arrays = _views(buf, header.get("arrays"), data, len(buf) - _DIGEST, what)
     _check_structure(header, arrays, what)
     return header, arrays
+
+
+def _views(buf: np.ndarray, table, data: int, end: int, what: str) -> dict:
+    """{name: ndarray view of buf} from the header's array table, every range checked."""
+    out = {}
+    try:
+        for k, t in table.items():
+            dt = _DTYPES[t["dtype"]]
+            shape, off, nb = tuple(t["shape"]), t["offset"], t["nbytes"]
+            ok = (all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (*shape, off, nb))
+                  and off % ALIGN == 0 and nb == int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                  and data + off + nb <= end)
+            if not ok:
+                raise ValueError(k)
+            out[k] = buf[data + off:data + off + nb].view(dt).reshape(shape)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{what}: inconsistent array table; create the pack again "
+                         "with `edgefss support create`") from None
+    return out
 
 
 def _check_structure(header: dict, arrays: dict, what: str) -> None:
@@ -294,10 +363,13 @@ def load(path, manifest: dict, bundle_dir, max_batch: int, keep_images: bool):
     entries = {k[len(_ENTRY):]: v for k, v in arrays.items() if k.startswith(_ENTRY)}
     recs: list = [None] * len(header["order"])
     for j, i in enumerate(header["order"]):
-        recs[i] = Record(header["names"][j], {k: v[j] for k, v in entries.items()}, bool(header["given"][j]),
+        recs[i] = Record(header["names"][j], {}, bool(header["given"][j]),
                          arrays["images"][j] if keep_images else None)
-    snap = build_support(recs, max_batch, keep_images, model=str(manifest.get("model")))
-    if list(snap.classes) != list(header["classes"]) or [list(g) for g in snap.groups] != header["groups"]:
+    # the pack's arrays are in head-batch order: the chunks are views of them, valid only when the
+    # records rebuild exactly that order (checked below, before the snapshot is used)
+    snap = build_support(recs, max_batch, keep_images, model=str(manifest.get("model")), stacked_entries=entries)
+    if (list(snap.classes) != list(header["classes"]) or [list(g) for g in snap.groups] != header["groups"]
+            or list(snap.order) != list(header["order"])):
         raise InputError(f"support pack '{path}': its class order does not rebuild; create the pack again")
     return snap
 
@@ -306,7 +378,7 @@ def describe(header: dict, arrays: dict, path) -> str:
     """Human-readable summary of a verified pack (`edgefss support show`)."""
     b = header.get("bundle") or {}
     size = Path(path).stat().st_size
-    lines = [f"support pack: {path} ({size / 1e6:.2f} MB), content SHA-256 verified",
+    lines = [f"support pack: {path} ({size / 1e6:.2f} MB), SHA-256 verified",
              f"  format {header['format']} v{header['format_version']}, edgefss {header.get('edgefss_version')}, "
              f"numpy {header.get('numpy_version')}",
              f"  bundle: {b.get('model')} {b.get('variant')} {b.get('precision')} {b.get('backend')} "
