@@ -398,6 +398,18 @@ def test_tampered_tower_files_are_refused(bundles, tmp_path):
         f.write(b"x")
     with pytest.raises(BundleError, match="background_vocab.npz"):
         Segmenter.load(b)
+    shutil.copy(bundles["tower"] / "background_vocab.npz", b / "background_vocab.npz")
+    Segmenter.load(b).close()  # restored: loads again
+    # a merges file of the same size whose SHA-256 does not match the manifest, a missing graph
+    data = bytearray((b / "clip_bpe.txt.gz").read_bytes())
+    data[len(data) // 2] ^= 1
+    (b / "clip_bpe.txt.gz").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="clip_bpe.txt.gz.*SHA-256"):
+        Segmenter.load(b)
+    shutil.copy(bundles["tower"] / "clip_bpe.txt.gz", b / "clip_bpe.txt.gz")
+    (b / "text_encoder.onnx").unlink()
+    with pytest.raises(BundleError, match="missing file 'text_encoder.onnx'"):
+        Segmenter.load(b)
 
 
 # ------------------------------------------------------------------------------ INT8 and its gate
