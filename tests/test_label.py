@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from edgefss.cli import main  # noqa: E402
+from edgefss.cli import main
 
 TINY = ["--config", "tiny", "--imgsz", "64", "--cst-imgsz", "64", "--no-progress"]
 
@@ -66,7 +66,7 @@ def test_label_resumes_and_refuses_other_folders(dog, tmp_path, capsys):
     assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 0
     first = {p.name: p.read_bytes() for p in (out / "masks" / "dog").iterdir()}
     assert sorted(first) == sorted(n.replace(".jpg", ".png") for n in names)
-    (out / "masks" / "dog" / sorted(first)[0]).unlink()
+    (out / "masks" / "dog" / min(first)).unlink()
     capsys.readouterr()
     assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 0
     assert "1 masks written, 3 already there" in capsys.readouterr().out
@@ -106,3 +106,49 @@ def test_teacher_computes_each_class_support_pass_once(shared_data):
     out = {(i, c): t.segment(rgb[i], shots[c]) for i in (1, 2) for c in ("dog", "cat")}
     assert calls == [torch.Size([1, 8, 8, 8])] * 2
     assert out[(1, "dog")].shape == rgb[1].shape[:2] and out[(1, "dog")].dtype == bool
+
+
+def _err_lines(err: str) -> list:
+    return [ln for ln in err.splitlines() if ": error: " in ln]
+
+
+def test_unreadable_image_is_skipped_listed_and_retried(dog, tmp_path, capsys):
+    """A corrupt file among the images: the others are labelled, it gets a warning line, the run
+    exits 1 naming it, index.csv leaves it out, and a re-run retries only it."""
+    folder, sup, names = dog
+    sup = sup[:2] + sup[3:]
+    (folder / "zzz.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "labels"
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 1
+    cap = capsys.readouterr()
+    assert sorted(p.name for p in (out / "masks" / "dog").iterdir()) == sorted(n.replace(".jpg", ".png") for n in names)
+    warn = [ln for ln in cap.err.splitlines() if ": warning: " in ln and "RANDOMLY" not in ln]
+    assert len(warn) == 1 and "zzz.jpg" in warn[0] and warn[0].endswith("; skipped"), cap.err
+    err = _err_lines(cap.err)
+    assert len(err) == 1 and "--images" in err[0] and "zzz.jpg" in err[0] and "Traceback" not in cap.err, cap.err
+    assert "zzz" not in (out / "index.csv").read_text() and len((out / "index.csv").read_text().splitlines()) == 5
+    assert main(["label", *sup, "--images", str(folder), "--out", str(out), *TINY]) == 1
+    assert "0 masks written, 4 already there" in capsys.readouterr().out
+
+
+def test_bad_support_mask_and_out_fail_before_writing(dog, tmp_path, capsys):
+    from PIL import Image
+
+    folder, sup, _ = dog
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(small)
+    img = sup[1].rsplit(":", 1)[0]
+    out = tmp_path / "labels"
+    assert main(["label", "--support", f"{img}:dog", "--support-mask", f"{img}:{small}", "--images", str(folder),
+                 "--out", str(out), *TINY]) == 1
+    err = _err_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "--support-mask" in err[0] and "12x10" in err[0] and "854x480" in err[0], err
+    assert not out.exists()  # nothing written: a corrected re-run is not refused as "other settings"
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for bad in (afile, afile / "labels"):
+        assert main(["label", *sup[:2], *sup[3:], "--images", str(folder), "--out", str(bad), *TINY]) == 1
+        cap = capsys.readouterr()
+        err = _err_lines(cap.err)
+        assert len(err) == 1 and "--out" in err[0] and "is a file" in err[0] and "Traceback" not in cap.err, cap.err
+    assert afile.read_text() == "mine"

@@ -38,6 +38,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from edgefss.cli._args import flag_names
     from edgefss.cli.predict import split_spec
     from edgefss.config import CST_PSEUDO_THRESHOLD
     from edgefss.errors import InputError
@@ -62,8 +63,9 @@ def run(args) -> int:
     check_supports(supports)
     list_images(args.images)  # bad input fails before minutes of model building
     files = checkpoint_files(args.checkpoint, args.vae)
-    model = build_model("diffews", checkpoint=args.checkpoint, vae_checkpoint=args.vae, config=args.config,
-                        imgsz=args.imgsz, r_threshold=args.r_threshold, seed=args.seed)
+    with flag_names({"imgsz": "--imgsz", "r_threshold": "--r-threshold"}):  # DiffewSConfig's checks
+        model = build_model("diffews", checkpoint=args.checkpoint, vae_checkpoint=args.vae, config=args.config,
+                            imgsz=args.imgsz, r_threshold=args.r_threshold, seed=args.seed)
     need_pseudo = any(s.mask is None for s in supports)
     meta = {
         "teacher": args.teacher, "config": args.config, "imgsz": args.imgsz,
@@ -81,4 +83,8 @@ def run(args) -> int:
     res = label(DiffewSTeacher(model), supports, args.images, args.out, meta, pseudo=pseudo,
                 progress=not args.no_progress)
     print(f"[label] next: edgefss train --model cst --sup mask --data {res['out']}")
+    if res["failed"]:
+        shown = ", ".join(res["failed"][:10]) + (" ..." if len(res["failed"]) > 10 else "")
+        raise InputError(f"--images: {len(res['failed'])} image(s) could not be read and were skipped "
+                         f"(warnings above; a re-run retries them): {shown}")
     return 0

@@ -8,7 +8,8 @@ Output folder (the `index.csv` layout of the shared COCO-tiny set, which `edgefs
     OUT/label_manifest.json          teacher, config, checkpoint hash, thresholds, supports
 
 Every file is written atomically (edgefss.fsio); a mask that exists is complete, so a re-run
-skips it (resume). A re-run with other settings than the manifest's is refused, as is an OUT
+skips it (resume; Ctrl-C loses at most the mask being made). An image that cannot be read is
+skipped with a warning, listed at the end, and retried by the next run. A re-run with other settings than the manifest's is refused, as is an OUT
 that holds files this command did not write.
 """
 
@@ -19,13 +20,14 @@ import hashlib
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefss.errors import InputError
-from edgefss.fsio import check_not_input, write_bytes_atomic, write_png_atomic
+from edgefss.fsio import OutputError, _why, check_not_input, write_bytes_atomic, write_png_atomic
 
 MANIFEST = "label_manifest.json"
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
@@ -168,13 +170,19 @@ def check_supports(supports: list) -> None:
 def _check_out(out: Path, manifest: dict) -> None:
     """Refuse an OUT this command did not create, or one labelled with other settings."""
     mpath = out / MANIFEST
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: '{out}' is a file; expected a labels folder (new, or one to resume)")
     if mpath.is_file():
-        old = json.loads(mpath.read_text())
+        try:
+            old = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"--out: '{mpath}' cannot be read as a label manifest ({exc}); "
+                             "choose a new --out") from exc
         diff = [k for k in manifest if k != "progress" and old.get(k) != manifest[k]]
         if diff:
             raise InputError(f"--out '{out}' holds labels made with other settings ({', '.join(diff)} differ "
                              f"from {MANIFEST}); resume needs the same ones, or choose a new --out")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and any(out.iterdir()):
         raise InputError(f"--out '{out}' exists and was not written by `edgefss label` (no {MANIFEST}); "
                          "choose a new or empty folder")
 
@@ -198,7 +206,9 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
         meta: teacher facts for the manifest (teacher, config, checkpoint, hash, thresholds).
         pseudo: callable image path -> {0,1} mask, for supports without a mask (PseudoMasker).
     Returns:
-        dict(labelled, skipped, rows, out).
+        dict(labelled, skipped, rows, out, failed): `failed` lists the images that could not be read
+        (each said in a warning line and left out of index.csv; a re-run retries them). With a
+        single image its error is raised instead.
     """
     from tqdm import tqdm
 
@@ -219,8 +229,7 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
                                     for s in supports],
                     images=str(Path(images).resolve()), layout="index.csv: image,mask,class; masks 0/255")
     _check_out(out, manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST)
+    # supports are read (and pseudo-masked) before anything is written: a bad one leaves no folder
     shots = {}
     for c in classes:
         shots[c] = []
@@ -228,23 +237,45 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
             rgb = load_image(s.image, "--support")
             if s.mask is not None:
                 m = (read_label_map(s.mask, "--support-mask") > 0).astype(np.uint8)
+                if m.shape != rgb.shape[:2]:
+                    raise InputError(f"--support-mask: '{s.mask}' is {m.shape[1]}x{m.shape[0]} but its "
+                                     f"--support image '{s.image}' is {rgb.shape[1]}x{rgb.shape[0]}; "
+                                     "expected a mask of the image's size")
             else:
                 if pseudo is None:
                     raise InputError(f"--support {s.image}: no --support-mask and no pseudo-mask source")
                 m = pseudo(s.image)
                 log(f"support {Path(s.image).name} ({c}): CST pseudo-mask, {m.mean():.1%} foreground")
             shots[c].append((rgb, m))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out: cannot create '{out}': {_why(exc, out / 'x')}") from exc
+    write_bytes_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST)
     plan = [(img, c) for img in imgs for c in classes]
-    rows, done, skipped = [], 0, 0
-    bar = tqdm(plan, desc="label", unit="mask", disable=not progress)
+    rows, done, skipped, failed = [], 0, 0, []
+    # disable=None: the bar is drawn on a terminal only (logs stay clean)
+    bar = tqdm(plan, desc="label", unit="mask", disable=None if progress else True, file=sys.stderr)
+    query = None
     for img, c in bar:
+        if img in failed:
+            continue
         mpath = out / "masks" / class_dir(c) / f"{img.stem}.png"
         if mpath.is_file():
             skipped += 1
         else:
             check_not_input(mpath, inputs, "mask")
-            query = load_image(img, "--images")
-            mask = teacher.segment(query, shots[c])
+            if query is None or query[0] != img:  # decoded once per image, not once per class
+                try:
+                    query = (img, load_image(img, "--images"))
+                except InputError as exc:
+                    if len(imgs) == 1:
+                        raise
+                    # one unreadable file does not lose the others; listed at the end, retried on resume
+                    failed.append(img)
+                    bar.write(f"edgefss label: warning: {exc}; skipped", file=sys.stderr)
+                    continue
+            mask = teacher.segment(query[1], shots[c])
             write_png_atomic(mpath, mask.astype(np.uint8) * 255, rgb=False, what="mask")
             done += 1
         rel_img = os.path.relpath(os.path.abspath(img), os.path.abspath(out))
@@ -253,4 +284,4 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
             _write_index(out, rows)
     _write_index(out, rows)
     log(f"[label] {done} masks written, {skipped} already there (resumed); index: {out / 'index.csv'}")
-    return {"labelled": done, "skipped": skipped, "rows": len(rows), "out": out}
+    return {"labelled": done, "skipped": skipped, "rows": len(rows), "out": out, "failed": [str(f) for f in failed]}
