@@ -24,7 +24,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import cpu_info, peak_rss_mb  # noqa: E402
+from _harness import cpu_info, peak_rss_mb
 
 
 def _count_gmacs(fn) -> float:

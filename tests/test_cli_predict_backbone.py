@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_backbones import _save  # noqa: E402  (the synthetic-checkpoint writer)
-from test_train import _subset  # noqa: E402  (a tiny folder dataset linked from DAVIS)
+from test_backbones import _save
+from test_train import _subset
 
-from edgefss.cli import main  # noqa: E402
+from edgefss.cli import main
 
 
 def _torchvision_resnet50(path, seed=7):
@@ -77,7 +77,7 @@ def test_export_graphs_and_eval_predictor_take_backbone_weights(tmp_path):
 def test_export_backbone_weights_flag(tmp_path, capsys, monkeypatch):
     """`edgefss export --backbone-weights` reaches load_graphs; a wrong file fails before any graph
     is exported, with one line listing the keys; the option is recorded in the bundle's options."""
-    import edgefss.exporters.core as core
+    from edgefss.exporters import core
     from edgefss.exporters.graphs import load_graphs
 
     vgg = _save({f"features.{i}.weight": torch.zeros(1) for i in range(3)}, tmp_path / "vgg16.pth")

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from edgefss.teacher.attention import FUSE, STORE, KVFusionProcessor  # noqa: E402
+from edgefss.teacher.attention import FUSE, STORE, KVFusionProcessor
 
 S = 64
 
@@ -33,7 +33,7 @@ def _np_attention(x_q, x_s, attn, K):
     Wo = attn.to_out[0].weight.detach().double().numpy()
     bo = attn.to_out[0].bias.detach().double().numpy()
     h = attn.heads
-    B, N, C = x_q.shape
+    B, N, _C = x_q.shape
     out = np.zeros((B, N, Wo.shape[0]))
     for b in range(B):
         q = x_q[b] @ W["to_q"].T

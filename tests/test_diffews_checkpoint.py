@@ -10,10 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-from edgefss.errors import CheckpointError  # noqa: E402
-from edgefss.models import build_model  # noqa: E402
+from edgefss.errors import CheckpointError
+from edgefss.models import build_model
 
 S = 64
 

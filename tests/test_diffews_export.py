@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 ort = pytest.importorskip("onnxruntime")
 
-from edgefss.cli import main  # noqa: E402
-from edgefss.errors import StateError  # noqa: E402
-from edgefss.teacher.export import export_diffews  # noqa: E402
+from edgefss.cli import main
+from edgefss.errors import StateError
+from edgefss.teacher.export import export_diffews
 
 S = 64
 

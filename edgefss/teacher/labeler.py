@@ -28,9 +28,9 @@ import numpy as np
 
 from edgefss.errors import InputError
 from edgefss.fsio import OutputError, _why, check_not_input, write_bytes_atomic, write_png_atomic
+from edgefss.train.records import IMG_EXT  # the images `edgefss train --data` reads back
 
 MANIFEST = "label_manifest.json"
-IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
