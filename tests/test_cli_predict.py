@@ -128,6 +128,15 @@ def test_unreadable_inputs_are_skipped_listed_and_fail_the_run(bundles, photos, 
     assert "1b.jpg" in _err(capsys) and not any((tmp_path / "runs" / "predict").glob("*/*"))
 
 
+def test_missing_camera_is_one_error_line(bundles, photos, capfd):
+    """A camera index with no device: one line naming --source and the camera, none of OpenCV's own
+    WARN lines (read at the file-descriptor level, where OpenCV writes them)."""
+    pytest.importorskip("cv2", reason="cameras are read through OpenCV")
+    assert _predict(bundles["cst"], photos, "--source", "97", "--max-frames", "1") == 1
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip() and ": warning: " not in ln]
+    assert len(err) == 1 and "--source" in err[0] and "camera 97" in err[0], err
+
+
 def test_out_inside_a_source_folder_is_refused(bundles, photos, capsys):
     for out in (photos / "q", photos / "q" / "mask.png"):
         assert _predict(bundles["cst"], photos, "--source", photos / "q", "--out", out) == 1

@@ -11,6 +11,7 @@ memory. Every error names the flag and the spec given. Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +107,26 @@ def frame_count(source: Source) -> int | None:
     return n if n > 0 else None
 
 
+@contextlib.contextmanager
+def _quiet_opencv():
+    """OpenCV's own WARN lines off while a capture opens (a missing camera prints two, each
+    backend's guess): the one error line that follows says what went wrong."""
+    try:
+        import cv2
+    except ImportError:  # CaptureSource says which pip line installs it
+        cv2 = None
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    old = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        log.setLogLevel(old)
+
+
 def frames(source: Source, max_frames: int | None = None, flag: str = "--source") -> Iterator[tuple]:
     """Yield (name, frame index or None, (H, W, 3) uint8 RGB) of `source`, lazily.
 
@@ -122,7 +143,8 @@ def frames(source: Source, max_frames: int | None = None, flag: str = "--source"
 
     desc = f"camera {source.path}" if source.kind == "camera" else f"video '{source.path}'"
     try:
-        cap = CaptureSource(source.path if source.kind == "camera" else str(source.path), desc)
+        with _quiet_opencv():
+            cap = CaptureSource(source.path if source.kind == "camera" else str(source.path), desc)
     except InputError as exc:
         raise InputError(f"{flag}: {str(exc).removeprefix('source: ')}") from None
     with cap:
