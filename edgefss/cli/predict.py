@@ -501,9 +501,16 @@ def run(args) -> int:
                 bar.update(1)
     finally:
         bar.close()
+        if args.out is None and done == 0:
+            # the run folder this run made holds nothing (every input failed, or Ctrl-C first):
+            # no empty runs/predict/N is left; rmdir never removes a folder with anything in it
+            try:
+                namer.folder.rmdir()
+            except OSError:
+                pass
     where = namer.folder if namer.folder is not None else namer.file.parent
     dt = time.perf_counter() - t_start
-    print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s -> {where}")
+    print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s" + (f" -> {where}" if done else ""))
     if failed:
         shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
         raise InputError(f"--source: {len(failed)} of {len(sources)} inputs could not be read and were "
