@@ -57,9 +57,10 @@ def _check_out(out: Path, inputs: dict) -> None:
     if out.exists():
         try:
             sp.read(out)
-        except InputError:
-            raise InputError(f"--out: '{out}' exists and is not a support pack; this command only replaces "
-                             "support packs: choose another name") from None
+        except InputError as exc:  # the reason tells a damaged or format-1 pack from a foreign file
+            why = str(exc).split("': ", 1)[-1]
+            raise InputError(f"--out: '{out}' exists and is not a support pack this edgefss reads ({why}); this "
+                             "command only replaces such packs: choose another name") from None
 
 
 def run(args) -> int:
