@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from edgefss.cli import main
+from edgefss.errors import InputError
 
 TINY = ["--config", "tiny", "--imgsz", "64", "--cst-imgsz", "64", "--no-progress"]
 
@@ -152,3 +153,15 @@ def test_bad_support_mask_and_out_fail_before_writing(dog, tmp_path, capsys):
         err = _err_lines(cap.err)
         assert len(err) == 1 and "--out" in err[0] and "is a file" in err[0] and "Traceback" not in cap.err, cap.err
     assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("cls", ["..", ".", " "])
+def test_class_name_that_is_no_folder_is_refused(dog, tmp_path, capsys, cls):
+    """masks/<class>/ must stay inside --out: '..' would put masks next to index.csv."""
+    from edgefss.teacher.labeler import Support, label
+
+    folder, sup, _ = dog
+    img, mask = sup[1].rsplit(":", 1)[0], sup[4].rsplit(":", 1)[1]
+    with pytest.raises(InputError, match="class name"):
+        label(None, [Support(img, cls, mask)], folder, tmp_path / "labels", {})
+    assert not (tmp_path / "labels").exists()

@@ -43,8 +43,12 @@ class Support:
 
 
 def class_dir(cls: str) -> str:
-    """Folder name of a class (index_csv reads '_' back as a space)."""
-    return cls.strip().replace(" ", "_").replace("/", "_")
+    """Folder name of a class (index_csv reads '_' back as a space). InputError for a name that
+    would not be a folder of its own ('.', '..': masks would land outside masks/<class>/)."""
+    name = cls.strip().replace(" ", "_").replace("/", "_").replace("\\", "_")
+    if name in ("", ".", ".."):
+        raise InputError(f"--support: class name {cls!r}; expected a name such as 'dog'")
+    return name
 
 
 def list_images(folder) -> list[Path]:
@@ -222,8 +226,8 @@ def label(teacher, supports: list, images, out, meta: dict, pseudo=None, log=pri
     for p in (MANIFEST, "index.csv"):
         check_not_input(out / p, inputs)
     classes = list(dict.fromkeys(s.cls.strip() for s in supports))
-    if any(not c for c in classes):
-        raise InputError("--support: a class name is empty")
+    for c in classes:
+        class_dir(c)  # a name that is no folder fails before anything is written
     manifest = dict(meta, supports=[{"image": str(Path(s.image).resolve()), "class": s.cls.strip(),
                                      "mask": str(Path(s.mask).resolve()) if s.mask else "cst-pseudo-mask"}
                                     for s in supports],
