@@ -336,6 +336,11 @@ def test_disk_cache_is_per_tower_and_safe_under_concurrent_writers(bundles, tmp_
     other = dict(man, manifest_sha256="f" * 64)
     e = open_vocabulary(other, bundles["tower"], cache_dir=cache).entry(UNSEEN)
     assert e.origin == "tower" and len(list(cache.rglob("*.npz"))) == 2
+    # manifests without a seal (hand-made) are told apart by their content, not pooled
+    a, b = ({k: v for k, v in man.items() if k != "manifest_sha256"} for _ in range(2))
+    b["text_encoder"] = dict(b["text_encoder"], precision="int8")
+    assert open_vocabulary(a, bundles["tower"], cache_dir=cache)._cache_file(UNSEEN).parent != \
+        open_vocabulary(b, bundles["tower"], cache_dir=cache)._cache_file(UNSEEN).parent
 
 
 def test_odd_names_get_one_clear_error_or_work(bundles, images, monkeypatch):

@@ -266,7 +266,11 @@ class OpenVocabText:
     def _cache_file(self, n: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        key = str(self.manifest.get("manifest_sha256", ""))[:16] or "unsealed"
+        from edgefss.runtime.support_pack import bundle_identity
+
+        # the seal covers the tower's file hashes; a manifest without one (hand-made) gets the hash of
+        # its content, never a folder shared with other towers
+        key = bundle_identity(self.manifest)[:16]
         return self.cache_dir / key / (hashlib.sha256(n.encode("utf-8")).hexdigest()[:32] + ".npz")
 
     def _read_disk(self, n: str) -> ClassText | None:
