@@ -137,12 +137,18 @@ def test_missing_camera_is_one_error_line(bundles, photos, capfd):
     assert len(err) == 1 and "--source" in err[0] and "camera 97" in err[0], err
 
 
-def test_out_inside_a_source_folder_is_refused(bundles, photos, capsys):
+def test_out_in_a_source_or_bundle_folder_is_refused(bundles, photos, capsys):
     for out in (photos / "q", photos / "q" / "mask.png"):
         assert _predict(bundles["cst"], photos, "--source", photos / "q", "--out", out) == 1
         line = _err(capsys)
         assert "--out" in line and "--source folder" in line
     assert sorted(p.name for p in (photos / "q").iterdir()) == ["0.png", "1.png", "2.png", "3.png", "sub"]
+    before = sorted(p.name for p in bundles["cst"].rglob("*"))
+    for out in (bundles["cst"], bundles["cst"] / "masks", bundles["cst"] / "m.png"):
+        assert _predict(bundles["cst"], photos, "--source", photos / "q" / "0.png", "--out", out) == 1
+        line = _err(capsys)
+        assert "--out" in line and "--bundle folder" in line
+    assert sorted(p.name for p in bundles["cst"].rglob("*")) == before
 
 
 def _write_video(path, n=5):

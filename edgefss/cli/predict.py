@@ -303,12 +303,13 @@ def support_inputs(args) -> tuple[list, list, dict]:
     return [i for i, _ in pairs], [c for _, c in pairs], masks
 
 
-def check_out_not_in_sources(out, sources) -> None:
-    """Refuse an --out folder (or the folder of --out X.png) that is a --source folder: the next run
-    over that folder would read this run's masks and overlays as queries.
+def check_out_not_in_sources(out, sources, bundle=None) -> None:
+    """Refuse an --out folder (or the folder of --out X.png) that is a --source folder (the next
+    run over that folder would read this run's masks and overlays as queries) or lies in the
+    --bundle folder (a bundle holds only what `edgefss export` wrote).
 
     Raises:
-        InputError: naming --out and the --source folder.
+        InputError: naming --out and the folder's flag.
     """
     from edgefss.fsio import same_file
 
@@ -320,6 +321,9 @@ def check_out_not_in_sources(out, sources) -> None:
         if Path(spec).is_dir() and same_file(folder, spec):
             raise InputError(f"--out: '{out}' would write into the --source folder '{spec}', whose images "
                              "the next run would read back as queries; choose another folder")
+    if bundle is not None and any(same_file(f, bundle) for f in (folder, *folder.parents)):
+        raise InputError(f"--out: '{out}' would write into the --bundle folder '{bundle}'; "
+                         "choose another folder")
 
 
 def _namer(args, sources, inputs: dict) -> OutputNamer:
@@ -383,7 +387,7 @@ def run(args) -> int:
     inputs.update({m: "--support-mask" for m in masks.values()})
     if args.support_pack is not None:
         inputs[args.support_pack] = "--support-pack"
-    check_out_not_in_sources(args.out, sources)
+    check_out_not_in_sources(args.out, sources, args.bundle)
     namer = _namer(args, sources, inputs)
     # with --out, images are named before minutes of work (a refused name fails now); frames and
     # the default run folder's names as they come (that folder is new: nothing in it is taken)
