@@ -128,6 +128,28 @@ def test_unreadable_inputs_are_skipped_listed_and_fail_the_run(bundles, photos, 
     assert "1b.jpg" in _err(capsys) and list((tmp_path / "runs" / "predict").iterdir()) == []  # no empty runs/predict/1
 
 
+def test_resume_makes_only_the_missing_files(bundles, photos, tmp_path, capsys):
+    """An interrupted run (here: files removed as if it stopped there) continued with --resume:
+    complete inputs are skipped, missing files are made under the same names (no -2), and the
+    files already there are not rewritten."""
+    out = tmp_path / "res"
+    assert _predict(bundles["cst"], photos, "--source", photos / "q", "--out", out, "--save-json") == 0
+    (out / "1_overlay.png").unlink()  # stopped between the mask and the overlay of input 1
+    for f in ("3.png", "3_overlay.png", "3.json"):  # and before input 3
+        (out / f).unlink()
+    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+    capsys.readouterr()
+    assert _predict(bundles["cst"], photos, "--source", photos / "q", "--out", out, "--save-json", "--resume") == 0
+    text = capsys.readouterr().out
+    assert "2 inputs in" in text and "(2 already done: --resume)" in text, text
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{i}{suf}" for i in range(4) for suf in (".png", "_overlay.png", ".json")), names
+    assert {n: (out / n).stat().st_ino for n in kept} == {n: v[0] for n, v in kept.items()}  # never replaced
+    assert json.loads((out / "3.json").read_text())["mask"] == "3.png"
+    assert _predict(bundles["cst"], photos, "--source", photos / "q", "--resume") == 1
+    assert "--resume" in _err(capsys)
+
+
 def test_missing_camera_is_one_error_line(bundles, photos, capfd):
     """A camera index with no device: one line naming --source and the camera, none of OpenCV's own
     WARN lines (read at the file-descriptor level, where OpenCV writes them)."""

@@ -23,7 +23,8 @@ appearance). `--raw-mask` writes the bare index map (gray, values 0..N).
 
 Nothing is overwritten: a name that is taken (an existing file, or an output of this run) gets
 -2, -3, ... (said on stdout); an output that would be an input, or an --out inside a --source
-folder, is refused. Files are written atomically (temp + rename), so Ctrl-C leaves only whole files.
+folder, is refused. Files are written atomically (temp + rename), so Ctrl-C leaves only whole files,
+and `--resume --out DIR` continues the run: it makes only the files that are missing.
 
 An input that cannot be read (a corrupt image, a video or camera that does not open) is skipped
 with a warning line when there are others; the run goes on and exits 1 naming every skipped input.
@@ -139,6 +140,12 @@ def add_arguments(p) -> None:
         help="at most this many frames of each video or camera (default: all; a camera runs until Ctrl-C)",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into the same --out DIR with the same sources: inputs whose "
+        "files are all there are skipped, missing files are made, nothing is overwritten",
+    )
+    p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)"
     )
     add_engine_arguments(p)
@@ -186,13 +193,15 @@ class OutputNamer:
         inputs: dict | None = None,
         overlay: bool = True,
         json: bool = False,
+        resume: bool = False,
     ):
         self.folder, self.file, self.several = folder, file, several
         self.inputs, self.overlay, self.json = dict(inputs or {}), overlay, json
+        self.resume = resume  # names as a fresh run into an empty folder gave them (files on disk ignored)
         self.taken: set = set()
 
     def _free(self, p: Path) -> bool:
-        return _key(p) not in self.taken and not os.path.lexists(p)
+        return _key(p) not in self.taken and (self.resume or not os.path.lexists(p))
 
     def claim(self, name: str, label: str) -> tuple[dict, list]:
         """({"mask": Path, "overlay": Path|None, "json": Path|None}, notes) for input `name`
@@ -346,11 +355,14 @@ def _namer(args, sources, inputs: dict) -> OutputNamer:
         raise InputError(f"--out: '{args.out}' must end in .png (masks are PNG files), or name a folder")
     if args.out is not None and Path(args.out).is_file():
         raise InputError(f"--out: '{args.out}' is a file; expected a folder")
+    if args.resume and (args.out is None or not Path(args.out).is_dir()):
+        raise InputError("--resume: give the folder of the run to continue as --out DIR")
     return OutputNamer(
         folder=Path(args.out) if args.out is not None else None,
         inputs=inputs,
         overlay=args.save_overlay,
         json=args.save_json,
+        resume=args.resume,
     )
 
 
@@ -432,6 +444,7 @@ def run(args) -> int:
         else:
             bar.write(line, file=file)
 
+    resumed = 0
     failed: list[str] = []  # inputs that could not be read: skipped, listed at the end, exit 1
     try:
         for i, s in enumerate(sources):
@@ -467,11 +480,19 @@ def run(args) -> int:
                     paths, notes = namer.claim(name, label)
                 for line in notes:
                     emit(line)
+                names = paths
+                if args.resume:  # a file there is whole (atomic writes): only the missing ones are made
+                    paths = {k: (None if p is None or os.path.lexists(p) else p) for k, p in paths.items()}
+                    if all(p is None for p in paths.values()):
+                        resumed += 1
+                        bar.update(1)
+                        continue
                 with flag_names({"refine_steps": "--refine-steps"}):
                     pred = seg.predict(rgb, refine_steps=args.refine_steps)
                 pred = with_threshold(pred, args.conf, class_head)
                 img, pal = viewable_mask(pred.mask, len(pred.classes), args.raw_mask)
-                write_png_atomic(paths["mask"], img, rgb=False, palette=pal, what="--out")
+                if paths["mask"] is not None:
+                    write_png_atomic(paths["mask"], img, rgb=False, palette=pal, what="--out")
                 if paths["overlay"] is not None:
                     write_png_atomic(
                         paths["overlay"],
@@ -482,8 +503,8 @@ def run(args) -> int:
                     doc = {
                         "source": str(s.path) if s.kind != "camera" else f"camera {s.path}",
                         "frame": index,
-                        "mask": paths["mask"].name,
-                        "overlay": paths["overlay"].name if paths["overlay"] is not None else None,
+                        "mask": names["mask"].name,
+                        "overlay": names["overlay"].name if names["overlay"] is not None else None,
                         "bundle": bundle,
                         "random_weights": note is not None,
                         "conf": args.conf,
@@ -514,7 +535,8 @@ def run(args) -> int:
                 pass
     where = namer.folder if namer.folder is not None else namer.file.parent
     dt = time.perf_counter() - t_start
-    print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s" + (f" -> {where}" if done else ""))
+    print(f"{done} input{'s' if done != 1 else ''} in {dt:.1f} s" + (f" -> {where}" if done else "")
+          + (f" ({resumed} already done: --resume)" if resumed else ""))
     if failed:
         shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
         raise InputError(f"--source: {len(failed)} of {len(sources)} inputs could not be read and were "
