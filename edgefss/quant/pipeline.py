@@ -131,9 +131,8 @@ def compare_pipelines(builder: FeedBuilder, ref, test, episodes: list, threshold
 class LeanOrt:
     """An ONNX Runtime engine (runtime/backends/ort.OrtBackend) that gives its memory back after
     every run, for an export's FP32 reference: it runs beside calibration and the gate, and ORT's
-    CPU arena would keep the high-water mark of its largest run (the CST head at B=2 grew it by
-    ~2.8 GB; the learner graph alone keeps 1.3 GB with the arena, 460 MB with arena shrinkage, 0
-    without the arena).
+    CPU arena would keep the high-water mark of its largest run (the CST head and learner at B=2
+    grew it by ~2.8 GB, docs/performance.md; arena shrinkage still keeps hundreds of MB).
 
     The CPU sessions are reopened from their files with the runtime's session options
     (backends/ort.session_options) and the arena off: same kernels, same outputs. Sessions
