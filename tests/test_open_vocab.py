@@ -351,8 +351,10 @@ def test_odd_names_get_one_clear_error_or_work(bundles, images, monkeypatch):
     with Segmenter.load(bundles["tower"]) as seg:
         seg.set_support([img], ["red  kayak\n 🦊"])  # whitespace folded; any printable text embeds
         assert seg.classes == ["red kayak 🦊"]
-        with pytest.raises(InputError, match=r"class name 'a\\x00b': holds control character\(s\) U\+0000"):
+        with pytest.raises(InputError, match=r"class_names\[0\] 'a\\x00b': holds control character\(s\) U\+0000"):
             seg.set_support([img], ["a\x00b"])
+        with pytest.raises(InputError, match=r"class name 'a\\x00b': holds control character"):
+            seg.adapter.text.lookup("a\x00b")  # the text API's own check, for direct callers
         with pytest.raises(InputError, match=r"class name 'word word.*\.\.\.': \d+ tokens .* context of 77"):
             seg.set_support([img], ["word " * 100])
         with pytest.raises(InputError, match=r"class_names\[0\]: expected a non-empty str"):

@@ -33,6 +33,7 @@ from edgefss.runtime.adapters import Adapter, stack_entries  # noqa: F401 (re-ex
 from edgefss.runtime.refine import refine_support_masks
 from edgefss.runtime.session import Backend, open_backend
 from edgefss.text.prompts import canonical_name as class_key
+from edgefss.text.prompts import check_printable
 from edgefss.transforms import load_image, load_mask, normalize, resize_image
 
 # Largest support batch per head call: bounds memory (the CST correlation is ~100 MB per support
@@ -235,6 +236,7 @@ class Segmenter:
         for i, c in enumerate(class_names):
             if not isinstance(c, str) or not c.strip():
                 raise InputError(f"class_names[{i}]: expected a non-empty str, got {c!r}")
+            check_printable(c, f"class_names[{i}]")
         if masks is None:
             masks = [None] * len(images)
         elif isinstance(masks, (str, Path, np.ndarray)):

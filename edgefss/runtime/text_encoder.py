@@ -26,7 +26,6 @@ import io
 import os
 import shlex
 import threading
-import unicodedata
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import numpy as np
 from edgefss.errors import BundleError, InputError
 from edgefss.fsio import write_bytes_atomic
 from edgefss.text.background import BackgroundVocab, match_backgrounds
-from edgefss.text.prompts import BUILTIN_PROMPTS, PromptTriple, canonical_name
+from edgefss.text.prompts import BUILTIN_PROMPTS, PromptTriple, canonical_name, check_printable
 from edgefss.text.table import TextTable, close_matches_hint
 
 MANIFEST_KEY = "text_encoder"
@@ -218,10 +217,7 @@ class OpenVocabText:
                 f"it knows only those names. To segment any name, re-export it with the tower: "
                 f"{export_command(self.manifest, self.bundle_dir)}"
             )
-        ctrl = sorted({f"U+{ord(ch):04X}" for ch in n if unicodedata.category(ch) == "Cc"})
-        if ctrl:  # a NUL or bell would be embedded and printed as a label; whitespace is already folded
-            raise InputError(f"class name {class_name!r}: holds control character(s) {', '.join(ctrl)}; "
-                             "expected printable text")
+        check_printable(class_name)
         with self._lock:  # one computation per name even when several threads ask at once
             hit = self._mem.get(n) or self._read_disk(n)
             if hit is None:

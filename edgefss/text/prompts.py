@@ -15,6 +15,7 @@ and bg = GENERIC_BG; users pass their own triples through `prompts=` (see resolv
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -35,6 +36,15 @@ class PromptTriple:
     def texts(self, template: str = TEMPLATE) -> tuple[str, str, str]:
         """(support, query_fg, query_bg) texts as fed to the CLIP tokenizer."""
         return template.format(self.refine), template.format(self.fg), template.format(self.bg)
+
+
+def check_printable(name: str, label: str = "class name") -> None:
+    """Refuse control characters (U+0000-U+001F, U+007F-U+009F) in a class name: a NUL or a bell
+    would be embedded or printed as a label. Whitespace such as tab/newline is a separator, not
+    refused (normalize_name folds it)."""
+    ctrl = sorted({f"U+{ord(ch):04X}" for ch in name if unicodedata.category(ch) == "Cc" and not ch.isspace()})
+    if ctrl:
+        raise InputError(f"{label} {name!r}: holds control character(s) {', '.join(ctrl)}; expected printable text")
 
 
 def normalize_name(name) -> str:

@@ -149,9 +149,10 @@ def test_class_name_errors(tlg_bundle, cst_bundle, small_rgb):
         tlg.set_support([small_rgb], ["zebra"])
     assert "dog" in str(ei.value) or "classes" in str(ei.value)  # says what would be accepted
     cst = Segmenter.load(cst_bundle)
-    for bad in ("", "  ", None, 3):
+    for bad in ("", "  ", None, 3, "dog\x00", "\x07bell"):  # control characters too, on every model
         with pytest.raises(InputError, match=r"class_names\[0\]"):
             cst.set_support([small_rgb], [bad])
+    cst.set_support([small_rgb], ["two\twords\n"])  # whitespace is a separator, not refused
     with pytest.raises(InputError, match="class_names"):
         cst.set_support([small_rgb, small_rgb], ["a"])
 
