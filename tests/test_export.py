@@ -222,6 +222,10 @@ def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
     assert all(0.5 < c <= 1.0 + 1e-9 for c in g["output_cosine_min"].values())
     assert q["calibration"]["episodes"] == 6 and q["calibration"]["images"] == 12 and "gate" not in q
     assert q["graphs"]["head"]["excluded_last"] and q["graphs"]["encoder"]["quantized_nodes"] > 40
+    from edgefss.quant.ort_int8 import describe_format
+
+    for name in ("encoder", "head"):  # the method names the format each graph was really quantized to
+        assert f"{name}: {describe_format(q['graphs'][name]['format'])}" in q["method"]
     qm = onnx.load(str(out / "encoder.onnx"))
     assert sum(n.op_type == "QuantizeLinear" for n in qm.graph.node) > 40
     hm = onnx.load(str(out / "head.onnx"))

@@ -200,9 +200,12 @@ def run_export(o: ExportOptions, log=print) -> Path:
                                               transformer=(o.model == "cst"), ignored=ign)
                 method = "openvino nncf"
             else:
+                from edgefss.quant.ort_int8 import describe_format
+
                 qpaths, qinfo = _quantize_ort(mg, fp32, feeds, work, isa=o.target_isa)
                 graphs_src.update(qpaths)
-                method = "onnxruntime quantize_static QDQ S8S8 per-channel symmetric, MinMax"
+                method = "onnxruntime quantize_static, MinMax; " + ", ".join(
+                    f"{n}: {describe_format(qinfo[n]['format'])}" for n in ("encoder", "head"))
             manifest_q = {"method": method, "calibration": {
                 "source": o.calib or "default: " + ", ".join(f.name for f in default_calib_folders()),
                 "episodes": len(calib_eps), "images": len(calib_eps) * (o.shots + 1), "shots": o.shots},

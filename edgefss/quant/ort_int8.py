@@ -41,6 +41,16 @@ ISA_FORMAT = {"avx512_vnni": "qdq_u8s8_pc", "avx_vnni": "qdq_u8s8_pc", "avx2": "
               "neon_dot": "qdq_s8s8_pc", "generic": "qdq_s8s8_pc"}
 
 
+def describe_format(fmt: str) -> str:
+    """A FORMATS key in words, e.g. 'qdq_u8s8_pc' -> 'QDQ U8S8 (uint8 activations, asymmetric; int8
+    weights, per-channel)': what the manifest says a bundle was quantized to."""
+    qformat, act, _weight, per_channel, act_sym = FORMATS[fmt]
+    a = "S8" if act == "QInt8" else "U8"
+    return (f"{qformat} {a}S8 ({'int8' if a == 'S8' else 'uint8'} activations, "
+            f"{'symmetric' if act_sym else 'asymmetric'}; int8 weights, "
+            f"{'per-channel' if per_channel else 'per-tensor'})")
+
+
 def target_isa(cpuinfo_text: str | None = None) -> str:
     """The integer dot-product instruction set of this CPU (or of a /proc/cpuinfo text):
     'avx512_vnni', 'avx_vnni', 'avx2', 'neon_dot' or 'generic'."""
