@@ -21,7 +21,7 @@ from edgefss.config import BACKENDS, PRECISIONS  # noqa: F401  (re-exported: the
 # (--int8/--fp16 select the row; an INT8 row listing "fp16" keeps FP16 as the fallback precision.)
 COMMON_OPTIONS = frozenset({"model", "checkpoint", "backbone_weights", "backend", "imgsz", "out", "target",
                             "verify_episodes", "clip_checkpoint", "clip_bpe", "text_encoder", "pseudo", "cam_classes",
-                            "cam_checkpoint"})
+                            "cam_checkpoint", "imr_backbone", "imr_stages"})
 # The accuracy gate (FP16 and INT8): held-out episodes from --calib, its threshold, and what to do
 # with a failed (--force) or uninformative (--strict) result.
 GATE_OPTIONS = frozenset({"calib", "gate_episodes", "agreement", "force", "strict", "shots"})

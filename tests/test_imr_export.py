@@ -1,5 +1,6 @@
 """IMR-HSNet export (stages unrolled into the head graph) and a torch-blocked Segmenter that segments
-with given CAM pseudo-masks through the bundle (64 px, random weights: the toolchain is under test;
+with given CAM pseudo-masks through the bundle; the VGG16 / 3-stage export options and their refusal
+for other models (64 px, random weights: the toolchain is under test;
 the model's parity with the released code is tests/test_imr_golden.py)."""
 
 from __future__ import annotations
@@ -134,3 +135,81 @@ print("OK")
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max(), np.abs(got - ref).max()
     # the query CAM is used: the inverted CAM moves the logits far beyond that tolerance
     assert np.abs(np.load(tmp_path / "logits_inv.npy")[0] - got).max() > 1e-2 * np.abs(ref).max()
+
+
+@pytest.fixture(scope="module")
+def vgg_bundle(tmp_path_factory, shared_data):
+    """VGG16 backbone, 3 stages (the COCO setting) through `--imr-backbone` / `--imr-stages`."""
+    from edgefss.exporters import export
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("imr_vgg_export") / "bundle"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export(model="imr_hsnet", imgsz=S, out=str(out), verify_episodes=1, imr_backbone="vgg16", imr_stages=3,
+               log=lambda *_: None)
+    return out
+
+
+def test_vgg16_three_stage_export_verifies_and_segments_with_given_pseudo_masks(vgg_bundle, shared_data):
+    """The backbone/stage options reach the model: the manifest records VGG16 and 3 stages, the
+    encoder has VGG16's 7 pyramid maps, the head holds 3 stages x 2 branches of the 4D learner, the
+    FP32 check passed, and the Segmenter's logits with a given support mask and query CAM equal the
+    PyTorch VGG16 3-stage model's head (<= 1e-4 of scale)."""
+    onnx = pytest.importorskip("onnx")
+    from edgefss.config import PreprocessCfg
+    from edgefss.imageio import load_image, load_mask
+    from edgefss.models import build_model
+    from edgefss.runtime import Segmenter
+    from edgefss.transforms import normalize, resize_image
+
+    out = vgg_bundle
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["variant"] == "vgg16" and man["pseudo_mask"]["stages"] == 3
+    assert (man["export_options"]["imr_backbone"], man["export_options"]["imr_stages"]) == ("vgg16", 3)
+    assert man["graphs"]["encoder"]["output_names"] == [f"feat_{i:02d}" for i in range(7)]
+    ver = man["verification"]["onnxruntime_fp32"]
+    assert ver["passed"], ver
+    g = onnx.load(str(out / "head.onnx"))
+    conv_w = [n.input[1] for n in g.graph.node if n.op_type == "Conv"]
+    assert conv_w.count("model.hpn_learner.encoder_layer4.0.conv1.weight") == 6
+
+    d = shared_data / "coco_tiny16"
+    s_path, q_path = (d / "images" / n for n in ("000000318219.jpg", "000000554625.jpg"))
+    s_mask = load_mask(d / "masks" / "person" / "000000318219.png")
+    q_cam = _soft(load_mask(d / "masks" / "person" / "000000554625.png"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random-weights warning
+        seg = Segmenter.load(str(out))
+    seg.set_support([str(s_path)], ["person"], masks=[s_mask])
+    got = seg.predict(str(q_path), query_pseudo=[q_cam]).logits[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = build_model("imr_hsnet", imgsz=S, backbone="vgg16", stages=3).eval()
+    assert m.cfg.stages == 3
+    cfg = PreprocessCfg(imgsz=S)
+    xq, xs = (torch.from_numpy(normalize(resize_image(load_image(p), S), cfg)) for p in (q_path, s_path))
+    sc = torch.from_numpy(_block_mean(s_mask).astype(np.float32))[None, None]
+    qc = torch.from_numpy(_block_mean(q_cam).astype(np.float32))[None, None]
+    with torch.no_grad():
+        ref = m.head(m.encode(xq), m.encode(xs), qc, sc)["query_logits"][0].numpy()
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max(), np.abs(got - ref).max()
+
+
+def test_imr_backbone_and_stages_are_refused_for_other_models():
+    from edgefss.errors import InputError
+    from edgefss.exporters import export
+    from edgefss.exporters.options import resolve
+
+    assert (resolve(model="imr_hsnet", imr_backbone="vgg16", imr_stages=3).imr_stages) == 3
+    for model in ("tlg", "cst"):
+        with pytest.raises(InputError, match=f"only apply to --model imr_hsnet, not --model {model}"):
+            resolve(model=model, imr_stages=3)
+    with pytest.raises(InputError, match="not --model diffews"):
+        export(model="diffews", imr_backbone="vgg16")
+    with pytest.raises(InputError, match="--imr-backbone 'vgg19'; expected 'resnet50' or 'vgg16'"):
+        resolve(model="imr_hsnet", imr_backbone="vgg19")
+    with pytest.raises(InputError, match="--imr-stages 0; expected an int >= 1"):
+        resolve(model="imr_hsnet", imr_stages=0)

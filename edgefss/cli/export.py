@@ -18,8 +18,13 @@ def _with(precision: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["tlg", "cst", "imr_hsnet", "diffews"], default=None,
-                   help="model to export (default tlg; imr_hsnet: ResNet-50, 2 stages, CAMs as inputs; diffews: the "
-                        "teacher's ONNX UNet for GPU servers, not for edge)")
+                   help="model to export (default tlg; imr_hsnet: CAMs as inputs, --imr-backbone/--imr-stages; "
+                        "diffews: the teacher's ONNX UNet for GPU servers, not for edge)")
+    p.add_argument("--imr-backbone", choices=["resnet50", "vgg16"], default=None,
+                   help="--model imr_hsnet: the backbone (default resnet50)")
+    p.add_argument("--imr-stages", type=int, default=None, metavar="N",
+                   help="--model imr_hsnet: refinement stages unrolled in the head graph (default 2, PASCAL; "
+                        "COCO checkpoints want 3)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: random init, said loudly)")
     from edgefss.cli._args import BACKBONE_WEIGHTS_HELP
 
@@ -92,5 +97,5 @@ def run(args) -> int:
            gate_episodes=args.gate_episodes, verify_episodes=args.verify_episodes, agreement=args.agreement,
            shots=args.shots, workspace=args.workspace, target_isa=args.target_isa,
            text_encoder=args.text_encoder, clip_bpe=args.clip_bpe, pseudo=args.pseudo, cam_classes=args.cam_classes,
-           cam_checkpoint=args.cam_checkpoint)
+           cam_checkpoint=args.cam_checkpoint, imr_backbone=args.imr_backbone, imr_stages=args.imr_stages)
     return 0

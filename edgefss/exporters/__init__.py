@@ -17,7 +17,7 @@ def export(model=None, *, checkpoint=None, backbone_weights=None, backend=None, 
            calib_episodes=None,
            gate_episodes=None, verify_episodes=None, agreement=None, shots=None, sensitivity=None,
            workspace=None, target_isa=None, text_encoder=None, clip_bpe=None, pseudo=None, cam_classes=None,
-           cam_checkpoint=None, log=print) -> Path:
+           cam_checkpoint=None, imr_backbone=None, imr_stages=None, log=print) -> Path:
     """Export a model to a bundle directory; same options as `edgefss export`.
 
     Args:
@@ -45,6 +45,8 @@ def export(model=None, *, checkpoint=None, backbone_weights=None, backend=None, 
         pseudo: TLG query pseudo-masks on the device: 'prior' (default, the backbone prior) or 'cam' (the
             CLIP RN50 Grad-CAM generator as a graph, exporters/cam_graph.py, docs/cam.md); cam_classes: its
             softmax list 'voc' | 'coco' | 'support+background'; cam_checkpoint: CLIP RN50 weights.
+        imr_backbone: imr_hsnet only: 'resnet50' (default) | 'vgg16'; imr_stages: its refinement stages
+            unrolled in the head graph (default 2, PASCAL; COCO checkpoints want 3).
         log: where progress lines go.
     Unset (None) arguments take the recipe's value, then the default. Unsupported combinations
     raise InputError; a missing backend BackendUnavailableError; a failed check StateError.
@@ -57,6 +59,10 @@ def export(model=None, *, checkpoint=None, backbone_weights=None, backend=None, 
             from edgefss.errors import InputError
 
             raise InputError("--backbone-weights: TLG/CST backbones only; diffews takes one --checkpoint")
+        if imr_backbone is not None or imr_stages is not None:
+            from edgefss.errors import InputError
+
+            raise InputError("--imr-backbone / --imr-stages only apply to --model imr_hsnet, not --model diffews")
         from edgefss.teacher.export import export_diffews
 
         return export_diffews(checkpoint=checkpoint, fp16=fp16, imgsz=imgsz, out=out, verify_episodes=verify_episodes,
@@ -73,5 +79,5 @@ def export(model=None, *, checkpoint=None, backbone_weights=None, backend=None, 
                    verify_episodes=verify_episodes, agreement=agreement, shots=shots,
                    sensitivity=sensitivity, workspace=workspace, target_isa=target_isa,
                    text_encoder=text_encoder, clip_bpe=clip_bpe, pseudo=pseudo, cam_classes=cam_classes,
-                   cam_checkpoint=cam_checkpoint)
+                   cam_checkpoint=cam_checkpoint, imr_backbone=imr_backbone, imr_stages=imr_stages)
     return run_export(opts, log=log)

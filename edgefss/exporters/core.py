@@ -148,7 +148,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
     _check_backend(o)
     verify_eps, calib_eps, gate_eps = _episodes(o, log)
     mg = load_graphs(o.model, o.checkpoint, o.imgsz, attention_for(o.backend),
-                     backbone_checkpoint=o.backbone_weights)
+                     backbone_checkpoint=o.backbone_weights, imr_backbone=o.imr_backbone, imr_stages=o.imr_stages)
     for g in mg.graphs.values():
         g.norm = BACKEND_NORM[o.backend]  # GroupNorm statistics (stable_norm.py)
     if mg.random_init:

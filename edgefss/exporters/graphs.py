@@ -118,19 +118,20 @@ def _cst(checkpoint, imgsz, attention, backbone_checkpoint=None) -> ModelGraphs:
     )
 
 
-def _imr(checkpoint, imgsz, backbone_checkpoint=None) -> ModelGraphs:
+def _imr(checkpoint, imgsz, backbone_checkpoint=None, backbone=None, stages=None) -> ModelGraphs:
     from edgefss.exporters.imr_graphs import IMREncoderGraph, IMRHeadGraph, imr_example_inputs, imr_io
     from edgefss.models import build_model
 
+    cfg = {k: v for k, v in (("backbone", backbone), ("stages", stages)) if v is not None}
     model = build_model("imr_hsnet", checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint,
-                        imgsz=imgsz).eval()
+                        imgsz=imgsz, **cfg).eval()
     io = imr_io(model)
     graphs = {
         "encoder": GraphDef(IMREncoderGraph(model).eval(), *_io_triplet(io["encoder"])),
         "head": GraphDef(IMRHeadGraph(model).eval(), *_io_triplet(io["head"])),
     }
     return ModelGraphs(
-        "imr_hsnet", "resnet50", imgsz, model, graphs,
+        "imr_hsnet", model.cfg.backbone, imgsz, model, graphs,
         lambda n_support=1: imr_example_inputs(model, n_support=n_support),
         checkpoint is None,
         {"threshold": None, "stages": model.cfg.stages,
@@ -139,17 +140,19 @@ def _imr(checkpoint, imgsz, backbone_checkpoint=None) -> ModelGraphs:
 
 
 def load_graphs(kind: str, checkpoint=None, imgsz: int = 400, attention: str = PLAIN,
-                backbone_checkpoint=None) -> ModelGraphs:
+                backbone_checkpoint=None, imr_backbone=None, imr_stages=None) -> ModelGraphs:
     """Build model `kind` ('tlg' | 'cst') and its graph wrappers (random init without checkpoint).
 
     `attention` (fused_attention.MS_MHA | PLAIN) is how the CST encoder's ViT attention is
     exported; TLG has none. `backbone_checkpoint`: torchvision ResNet-50 (TLG) / DINO ViT-S/8
     (CST) weights, loaded after `checkpoint` (edgefss.models.checkpoints.build_seeded).
+    `imr_backbone` ('resnet50' | 'vgg16') and `imr_stages` (int >= 1): IMR-HSNet only (None: its
+    defaults, ResNet-50 and 2 stages); the manifest records them as "variant" and pseudo_mask.stages.
     """
     if kind == "tlg":
         return _tlg(checkpoint, imgsz, backbone_checkpoint)
     if kind == "cst":
         return _cst(checkpoint, imgsz, attention, backbone_checkpoint)
-    if kind == "imr_hsnet":  # ResNet-50, 2 stages (the released test default)
-        return _imr(checkpoint, imgsz, backbone_checkpoint)
+    if kind == "imr_hsnet":
+        return _imr(checkpoint, imgsz, backbone_checkpoint, imr_backbone, imr_stages)
     raise InputError(f"--model {kind!r}; expected 'tlg', 'cst' or 'imr_hsnet'")

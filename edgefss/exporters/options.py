@@ -48,6 +48,8 @@ class ExportOptions:
     pseudo: str = "prior"  # TLG query pseudo-masks on the device: 'prior' (backbone) | 'cam' (CLIP Grad-CAM graph)
     cam_classes: str = "support+background"  # --pseudo cam softmax list: 'voc' | 'coco' | 'support+background'
     cam_checkpoint: str | None = None  # --pseudo cam: CLIP RN50 weights (RN50.pt / open_clip), image + text towers
+    imr_backbone: str | None = None  # imr_hsnet: 'resnet50' | 'vgg16' (None: resnet50)
+    imr_stages: int | None = None  # imr_hsnet: refinement stages unrolled in the head, 2 VOC / 3 COCO (None: 2)
 
     @property
     def precision(self) -> str:
@@ -166,6 +168,13 @@ def validate(o: ExportOptions) -> None:
                                    or not Path(o.clip_bpe).is_file()):
         raise InputError(f"--clip-bpe '{o.clip_bpe}': expected the CLIP merges file (bpe_simple_vocab_16e6.txt.gz), "
                          "used with --clip-checkpoint or --cam-checkpoint")
+    if (o.imr_backbone is not None or o.imr_stages is not None) and o.model != "imr_hsnet":
+        raise InputError(f"--imr-backbone / --imr-stages only apply to --model imr_hsnet, not --model {o.model}")
+    if o.imr_backbone not in (None, "resnet50", "vgg16"):
+        raise InputError(f"--imr-backbone {o.imr_backbone!r}; expected 'resnet50' or 'vgg16'")
+    if o.imr_stages is not None and (isinstance(o.imr_stages, bool) or not isinstance(o.imr_stages, int)
+                                     or o.imr_stages < 1):
+        raise InputError(f"--imr-stages {o.imr_stages!r}; expected an int >= 1 (2 for PASCAL, 3 for COCO checkpoints)")
     if o.target_isa is not None:
         from edgefss.quant.ort_int8 import ISA_FORMAT
 
