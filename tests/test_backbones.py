@@ -122,7 +122,7 @@ def test_torchvision_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="unexpected keys"):
         load_torchvision_backbone(model, _save(vgg, tmp_path / "c.pth"))
     (tmp_path / "d.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
         load_torchvision_backbone(model, tmp_path / "d.pth")
 
 

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_, description=help_)
         module = importlib.import_module(mod)  # a verb that fails to import is a broken install: say so
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -58,7 +58,9 @@ def main(argv=None) -> int:
         return int(args._run(args) or 0)
     except EdgeFSSError as exc:
         # User errors get one clear line, not a traceback from deep inside a backend.
-        print(f"edgefss {args.verb}: error: {exc}", file=sys.stderr)
+        from edgefss.cli._args import name_the_flag
+
+        print(f"edgefss {args.verb}: error: {name_the_flag(str(exc), args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"edgefss {args.verb}: interrupted", file=sys.stderr)

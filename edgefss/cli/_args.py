@@ -186,6 +186,31 @@ def flag_names(labels: dict):
         raise err from exc
 
 
+def name_the_flag(message: str, args) -> str:
+    """`message` of an error from the Python API, led by the CLI flag whose value it quotes.
+
+    The library names its inputs by parameter ("checkpoint: '/x.pt' ..."); a user typed flags.
+    When exactly one flag's value of the verb's parser (`args._parser`) appears quoted in the
+    message and no flag is named yet, the message is led by that flag, replacing a leading
+    "<word>: " label. Otherwise the message is returned unchanged.
+    """
+    parser = getattr(args, "_parser", None)
+    if parser is None or re.search(r"(?<![\w-])--[a-z]", message):
+        return message
+    hits = []
+    for action in parser._actions:
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        value = getattr(args, action.dest, None) if flags else None
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for i, v in enumerate(values):
+            if isinstance(v, (str, Path)) and str(v) and (f"'{v}'" in message or f'"{v}"' in message):
+                label = flags[0] if len(values) == 1 or not isinstance(value, (list, tuple)) else f"{flags[0]} #{i + 1}"
+                hits.append(label)
+    if len(set(hits)) != 1:
+        return message
+    return f"{hits[0]}: " + re.sub(r"^[a-z_]+(\[\d+\])?: ", "", message, count=1)
+
+
 def check_file(path, flag: str, kind: str = "an image file") -> Path:
     """`path` as a Path when it is an existing file; else InputError naming `flag`:
     "is a folder; expected <kind>" or "not found"."""

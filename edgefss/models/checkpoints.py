@@ -28,7 +28,10 @@ def read_state_dict(path) -> tuple[dict, dict]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/zip/pickle errors
-        raise CheckpointError(f"checkpoint: '{path}' could not be read as a PyTorch checkpoint: {exc}") from exc
+        # torch's own message can be a bare number (a pickle key): keep it, but say what was expected first
+        raise CheckpointError(
+            f"checkpoint: '{path}' is not a readable PyTorch checkpoint (expected a file saved by torch.save: "
+            f".pt/.pth/.ckpt); torch.load said {type(exc).__name__}: {exc}") from exc
     meta = {}
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         meta = obj.get("edgefss", {}) or {}
