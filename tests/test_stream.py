@@ -1,4 +1,5 @@
-"""Segmenter.predict_stream and the two-stage pipeline under it (edgefss/runtime/stream.py)."""
+"""Segmenter.predict_stream and its schedules: frames in flight, the two-stage pipeline,
+sequential (edgefss/runtime/stream.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from edgefss.runtime import Segmenter
 from edgefss.runtime import stream as S
 from test_runtime import build_tiny_bundle
 
-WORKER = "edgefss-stream-encoder"
+WORKERS = ("edgefss-stream-encoder", S.FRAME_WORKER)  # the pipeline's and the frames schedule's threads
 
 
 def _workers() -> list:
-    return [t for t in threading.enumerate() if t.name == WORKER]
+    return [t for t in threading.enumerate() if t.name.startswith(WORKERS)]
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,15 @@ def overlap_allowed(monkeypatch):
     monkeypatch.setattr(S, "usable_cpus", lambda: 2)
 
 
+@pytest.mark.parametrize("schedule", ["auto", "frames", "pipeline", "sequential"])
 @pytest.mark.parametrize("model", ["cst", "tlg"])
-def test_stream_bit_identical_to_sequential_predict(model, bundles, frames, overlap_allowed):
+def test_stream_bit_identical_to_sequential_predict(model, schedule, bundles, frames, overlap_allowed):
     seg = Segmenter.load(bundles[model], threads=1)
     seg.set_support(frames[:2], ["dog", "cat"], [np.ones(frames[0].shape[:2], np.uint8), None])
     ref = [seg.predict(f) for f in frames]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # within the thread budget: no "one after the other" warning
-        got = list(seg.predict_stream(iter(frames)))
+        got = list(seg.predict_stream(iter(frames), schedule=schedule))
     assert len(got) == len(ref)
     for a, b in zip(ref, got):
         assert a.classes == b.classes
@@ -213,3 +215,129 @@ def test_demo_pairs_each_overlapped_result_with_its_frame(bundles, shared_data, 
         b = outs[1][name]
         rows = a.shape[0] * 3 // 4  # the FPS/latency HUD is drawn in the bottom rows
         np.testing.assert_array_equal(a[:rows], b[:rows])
+
+
+# ----------------------------------------------------------------------------- frames in flight
+def test_auto_rule(monkeypatch):
+    monkeypatch.setattr(S, "usable_cpus", lambda: 2)
+    assert S.choose_schedule(1)[:2] == ("frames", 2)
+    assert S.choose_schedule(2)[0] == "sequential" and S.choose_schedule(None)[0] == "sequential"
+    assert "threads=1" in S.choose_schedule(None)[2]
+    assert S.choose_schedule(2, device="cuda")[0] == "pipeline"
+    assert S.choose_schedule(1, device="GPU")[0] == "pipeline"
+    monkeypatch.setattr(S, "usable_cpus", lambda: 8)
+    assert S.choose_schedule(2)[:2] == ("frames", 4)
+    assert S.choose_schedule(3)[:2] == ("frames", 2)
+    assert S.choose_schedule(5)[0] == "sequential"
+    monkeypatch.setattr(S, "usable_cpus", lambda: 1)
+    assert S.choose_schedule(1)[0] == "sequential"
+
+
+def test_bad_schedule_name(bundles, frames):
+    seg = Segmenter.load(bundles["cst"], threads=1)
+    seg.set_support(frames[:1], ["dog"])
+    with pytest.raises(InputError, match=r"schedule: 'fast'.*'auto', 'frames', 'pipeline', 'sequential'"):
+        seg.predict_stream(frames, schedule="fast")
+    assert not _workers()
+
+
+def test_frames_keep_order_run_in_parallel_and_bound_reading():
+    """Frames finish out of order (random durations); results come in input order, two run at
+    once, and the reader never runs more than `workers` frames ahead of the consumer."""
+    rng = np.random.default_rng(1)
+    delays = rng.uniform(0, 0.02, 24)
+    pulled, ahead, readers = [], [], set()
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def items():
+        for i in range(24):
+            readers.add(threading.get_ident())
+            pulled.append(i)
+            yield i
+
+    def fn(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(delays[i])
+        with lock:
+            running[0] -= 1
+        return i * 10
+
+    out = []
+    for y in S.frame_parallel(items(), fn, workers=2):
+        ahead.append(len(pulled) - 1 - y // 10)
+        out.append(y)
+    assert out == [10 * i for i in range(24)]
+    assert peak[0] == 2  # two frames really were in flight at once
+    assert max(ahead) <= 1  # frame t+2 is read only after frame t was yielded
+    assert readers == {threading.get_ident()}  # the input was read by the caller's thread only
+    assert not _workers()
+
+
+def test_frames_errors_surface_at_their_frame():
+    def fn(x):
+        if x == 3:
+            raise RuntimeError("engine failed on 3")
+        time.sleep(0.01 * (x % 2))  # frame 4 would finish before 3
+        return x
+
+    out = []
+    with pytest.raises(RuntimeError, match="engine failed on 3"):
+        for y in S.frame_parallel(range(10), fn, workers=2):
+            out.append(y)
+    assert out == [0, 1, 2]
+    assert not _workers()
+
+    def broken():
+        yield from range(3)
+        raise OSError("camera unplugged")
+
+    out = []
+    with pytest.raises(OSError, match="camera unplugged"):
+        for y in S.frame_parallel(broken(), lambda x: x, workers=2):
+            out.append(y)
+    assert out == [0, 1, 2]
+    assert not _workers()
+
+
+def test_frames_early_break_stops_workers_and_reading():
+    pulled = []
+
+    def endless():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield i
+            i += 1
+
+    it = S.frame_parallel(endless(), lambda x: (time.sleep(0.01), x)[1], workers=2)
+    for y in it:
+        if y == 2:
+            break
+    it.close()
+    assert not _workers()
+    n = len(pulled)
+    time.sleep(0.1)
+    assert len(pulled) == n <= 4  # frames 0-2 and at most one more in flight; nothing read after
+
+
+def test_frames_schedule_on_openvino_runs_on_stream_compile(tmp_path, frames, overlap_allowed):
+    """OpenVINO: the frame workers use a NUM_STREAMS=2 compile (its single-stream latency compile
+    would serialize them), the caller's thread keeps the latency compile, masks are identical."""
+    pytest.importorskip("openvino")
+    seg = Segmenter.load(build_tiny_bundle(tmp_path / "ov", "tlg", backend="openvino"), backend="openvino",
+                         threads=1)
+    seg.set_support(frames[:1], ["dog"])
+    ref = [seg.predict(f) for f in frames]
+    got = list(seg.predict_stream(frames))  # auto: 2 frames in flight
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.probs, b.probs)
+    be = seg.backend
+    assert list(be._streams) == [2]
+    assert int(be._streams[2]["head"].get_property("NUM_STREAMS")) == 2
+    assert int(be.compiled["head"].get_property("NUM_STREAMS")) == 1
+    assert int(be._streams[2]["head"].get_property("INFERENCE_NUM_THREADS")) == 2
+    assert getattr(be._local, "compiled", None) is None  # this thread was never bound to the streams
+    assert not _workers()

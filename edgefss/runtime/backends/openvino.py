@@ -14,7 +14,9 @@ class OpenVinoBackend:
     """Runs a bundle's graphs with openvino.Core.compile_model.
 
     An InferRequest is not thread-safe, so each thread gets its own (threading.local); the compiled
-    model itself is shared.
+    model itself is shared. That latency compile has one CPU stream, so concurrent requests queue
+    behind each other; `concurrent_runs(n)` makes a second compile with n streams for threads that
+    predict frames in parallel (runtime/stream.py), leaving single-query latency as it was.
 
     Args:
         files: graph name -> .onnx or .xml path.
@@ -39,6 +41,8 @@ class OpenVinoBackend:
         if self.device.split(".")[0] not in present | {"AUTO", "MULTI", "HETERO"}:
             raise InputError(f"device: {device!r}; this machine's OpenVINO devices are {sorted(present)}")
         self.config = dict(config or {})
+        self.threads = threads
+        self._core, self._files = core, dict(files)
         cfg = dict(self.config)
         if threads is not None and self.device == "CPU":
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
@@ -47,13 +51,40 @@ class OpenVinoBackend:
         }
         self.outputs = {g: [_port_name(o) for o in c.outputs] for g, c in self.compiled.items()}
         self._local = threading.local()
+        self._streams: dict[int, dict] = {}  # n -> graph -> model compiled with NUM_STREAMS = n
+        self._streams_lock = threading.Lock()
+
+    def concurrent_runs(self, n: int):
+        """Prepare for `n` threads running the graphs at once; returns the initializer each of those
+        threads calls first (or None where nothing is needed).
+
+        On CPU the graphs are compiled a second time (once per n, kept) with NUM_STREAMS = n and
+        INFERENCE_NUM_THREADS = n * threads, so n requests run side by side with `threads` threads
+        each; threads that never call the initializer keep the latency compile.
+        """
+        n = int(n)
+        if self.device != "CPU" or n < 2:
+            return None
+        with self._streams_lock:
+            if n not in self._streams:
+                cfg = dict(self.config, NUM_STREAMS=n)
+                if self.threads is not None:
+                    cfg["INFERENCE_NUM_THREADS"] = n * int(self.threads)
+                self._streams[n] = {g: self._core.compile_model(self._core.read_model(str(p)), self.device, cfg)
+                                    for g, p in self._files.items()}
+        compiled = self._streams[n]
+
+        def bind() -> None:
+            self._local.compiled, self._local.requests = compiled, {}
+
+        return bind
 
     def _request(self, graph: str):
         reqs = getattr(self._local, "requests", None)
         if reqs is None:
             reqs = self._local.requests = {}
         if graph not in reqs:
-            reqs[graph] = self.compiled[graph].create_infer_request()
+            reqs[graph] = getattr(self._local, "compiled", self.compiled)[graph].create_infer_request()
         return reqs[graph]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
