@@ -440,23 +440,29 @@ class Segmenter:
         """
         return self._predict_finish(self._predict_start(query, refine_steps, query_pseudo))
 
-    def predict_stream(self, frames, refine_steps: int = 0):
-        """Segment a sequence of frames (video, camera): the query encoder of frame t+1 runs in
-        one worker thread while the head of frame t runs (runtime/stream.py).
+    def predict_stream(self, frames, refine_steps: int = 0, schedule: str = "auto"):
+        """Segment a sequence of frames (video, camera) faster than predict after predict
+        (runtime/stream.py).
 
         Args:
-            frames: iterable of file paths or (H, W, 3) uint8 RGB arrays (iterated in the worker).
+            frames: iterable of file paths or (H, W, 3) uint8 RGB arrays (iterated by one thread).
             refine_steps: as in `predict`.
+            schedule: "frames" (several frames in flight, each a full predict), "pipeline"
+                (encoder of frame t+1 beside the head of frame t), "sequential", or "auto": on a
+                CPU "frames" when the Segmenter was loaded with threads <= half the usable CPUs
+                (threads=edgefss.runtime.stream.stream_threads()), else "sequential" with a
+                warning; "pipeline" on a GPU device.
 
         Returns:
             iterator of Prediction, one per frame, in order, each equal to `predict(frame)`. An
-            error for a frame is raised at its place; breaking out of the loop stops the worker.
-            Frames overlap only within the thread budget (load with
-            threads=edgefss.runtime.stream.stream_threads()); otherwise they run one by one.
+            error for a frame is raised at its place; breaking out of the loop stops the workers.
+
+        Raises:
+            InputError: unknown schedule.
         """
         from edgefss.runtime.stream import predict_stream
 
-        return predict_stream(self, frames, refine_steps)
+        return predict_stream(self, frames, refine_steps, schedule=schedule)
 
     def _predict_start(self, query, refine_steps: int, query_pseudo) -> dict:
         """predict's first stage: checks, image read, query encoder. Returns its state for _predict_finish."""
