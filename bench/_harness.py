@@ -56,3 +56,20 @@ def time_interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeat: 
             fn()
             samples[name].append(time.perf_counter() - t)
     return {k: stats_ms(v) for k, v in samples.items()}
+
+
+def images(folder: Path | None, n: int, per_folder: int | None = None) -> list:
+    """n RGB uint8 (H,W,3) images: the first n .jpg/.png of `folder`, or of the DAVIS subset's
+    class folders in ../shared/data (sorted; at most `per_folder` from each, to mix classes).
+
+    Raises SystemExit naming the folders when fewer than n images are found.
+    """
+    roots = [folder] if folder else sorted((REPO.parent / "shared" / "data" / "davis2016_val_subset").glob("*/images"))
+    files = []
+    for r in roots:
+        files += sorted(p for p in Path(r).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:per_folder]
+    if len(files) < n:
+        raise SystemExit(f"need {n} images, found {len(files)} under {[str(r) for r in roots]}")
+    from edgefss.transforms import load_image
+
+    return [load_image(p) for p in files[:n]]

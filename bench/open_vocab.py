@@ -37,17 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H
 
 
-def _images(folder: Path | None, n: int) -> list:
-    """n RGB images: the first n .jpg/.png of `folder`, or of the DAVIS subset in ../shared/data."""
-    roots = [folder] if folder else sorted((REPO.parent / "shared" / "data" / "davis2016_val_subset").glob("*/images"))
-    files = [p for r in roots for p in sorted(Path(r).iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    if len(files) < n:
-        raise SystemExit(f"need {n} images, found {len(files)} under {[str(r) for r in roots]}")
-    from edgefss.transforms import load_image
-
-    return [load_image(p) for p in files[:n]]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
@@ -69,7 +58,7 @@ def main(argv=None) -> int:
     if not getattr(text, "has_tower", False):
         raise SystemExit(f"{args.bundle}: no text tower; export it with `edgefss export --model tlg "
                          "--text-encoder --clip-checkpoint ViT-B-32.pt ...`")
-    sup = _images(args.images, args.shots)
+    sup = H.images(args.images, args.shots)
     one = sup[:1]
     table_name = str(text.classes[0])
     counter = itertools.count()

@@ -33,18 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 
 
-def _images(folder: Path | None, n: int) -> list:
-    roots = [folder] if folder else sorted((REPO.parent / "shared" / "data" / "davis2016_val_subset").glob("*/images"))
-    files = []
-    for r in roots:
-        files += sorted(p for p in Path(r).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
-    if len(files) < n + 1:
-        raise SystemExit(f"need {n + 1} images, found {len(files)} under {roots}")
-    from edgefss.transforms import load_image
-
-    return [load_image(p) for p in files[: n + 1]]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
@@ -59,7 +47,7 @@ def main(argv=None) -> int:
     from edgefss.runtime import Segmenter
 
     n = args.shots * args.classes
-    imgs = _images(args.images, n)
+    imgs = H.images(args.images, n + 1, per_folder=n)
     sup, query = imgs[:n], imgs[n]
     seg = Segmenter.load(args.bundle, threads=args.threads)
     known = seg.known_classes()
