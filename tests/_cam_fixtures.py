@@ -27,3 +27,10 @@ def tiny_clip_files(d: Path) -> tuple[Path, Path]:
     shapes["token_embedding.weight"] = (ClipTokenizer(bpe).vocab_size, shapes["token_embedding.weight"][1])
     torch.save(clip_state_dict(shapes, SEED), d / "tiny_clip.pt")
     return d / "tiny_clip.pt", bpe
+
+
+def pseudo_masks_argv(images, classes: str, out, clip_files) -> list[str]:
+    """`edgefss pseudo-masks` arguments for a folder of images with the tiny CLIP files, no progress bar."""
+    ckpt, bpe = clip_files[0], clip_files[1]
+    return ["pseudo-masks", "--images", str(images), "--classes", classes, "--out", str(out), "--no-progress",
+            "--clip-checkpoint", str(ckpt), "--clip-bpe", str(bpe)]

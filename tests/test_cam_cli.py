@@ -21,7 +21,7 @@ from edgefss.models.clip_image import load_clip_image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts" / "goldens"))
 sys.path.insert(0, str(REPO / "tests"))
-from _cam_fixtures import tiny_clip_files  # noqa: E402
+from _cam_fixtures import pseudo_masks_argv, tiny_clip_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +105,7 @@ def test_cli_never_overwrites_a_foreign_file_and_checks_inputs(tmp_path, images,
 def test_voc_keyword_uses_the_benchmark_list(tmp_path, images, clip_files):
     out = tmp_path / "v"
     assert (
-        main(
-            [
-                "pseudo-masks",
-                "--images",
-                str(images),
-                "--classes",
-                "voc",
-                "--out",
-                str(out),
-                "--no-progress",
-                "--clip-checkpoint",
-                str(clip_files[0]),
-                "--clip-bpe",
-                str(clip_files[1]),
-            ]
-        )
-        == 0
+        main(pseudo_masks_argv(images, "voc", out, clip_files)) == 0
     )
     man = json.loads((out / files.MANIFEST).read_text())
     assert man["class_source"] == "dataset:voc" and man["softmax_classes"] == list(recipe.IMR_VOC_CLASSES)
@@ -155,23 +139,7 @@ def test_eval_query_pseudo_cam_feeds_the_stretched_files(tmp_path, shared_data, 
     ds = load_dataset(data)
     out = tmp_path / "cams"
     assert (
-        main(
-            [
-                "pseudo-masks",
-                "--images",
-                str(data),
-                "--classes",
-                ",".join(ds.classes),
-                "--out",
-                str(out),
-                "--no-progress",
-                "--clip-checkpoint",
-                str(clip_files[0]),
-                "--clip-bpe",
-                str(clip_files[1]),
-            ]
-        )
-        == 0
+        main(pseudo_masks_argv(data, ",".join(ds.classes), out, clip_files)) == 0
     )
     cd = files.CamDir(out)
     s = EpisodeSampler(ds, way=1, shot=1, seed=0, protocol="fss")

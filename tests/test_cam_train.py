@@ -15,7 +15,7 @@ from edgefss.cli import main
 from edgefss.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cam_fixtures import tiny_clip_files  # noqa: E402
+from _cam_fixtures import pseudo_masks_argv, tiny_clip_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +41,7 @@ def test_train_reads_the_cam_files_as_tlg_pseudo_masks(tmp_path, shared_data, cl
             os.symlink(r.mask, root / cls / f"{i}.png")
     cams = tmp_path / "cams"
     assert (
-        main(
-            [
-                "pseudo-masks",
-                "--images",
-                str(root),
-                "--classes",
-                "dog,cow",
-                "--out",
-                str(cams),
-                "--no-progress",
-                "--clip-checkpoint",
-                str(clip_files[0]),
-                "--clip-bpe",
-                str(clip_files[1]),
-            ]
-        )
-        == 0
+        main(pseudo_masks_argv(root, "dog,cow", cams, clip_files)) == 0
     )
     cd = files.CamDir(cams)
     ds = EpisodeDataset(find_records(root), length=2, imgsz=64, seed=0, pseudo=cd.load)
