@@ -3,7 +3,7 @@
     timeout 3600 .venv/bin/python bench/diffews_cost.py [--imgsz 512] [--shots 1] [--repeat 1] [--json F]
 
 Random weights (the cost does not depend on their values). Per model: parameters, GMACs of one
-query (torch.utils.flop_counter.FlopCounterMode over the whole forward: convolutions, matmuls and
+query (edgefss.benchmark.flops.count_macs over the whole forward: convolutions, matmuls and
 scaled-dot-product attention, the CPU attention kernel given torch's SDPA formula; MACs = FLOPs /
 2), seconds per query (median of --repeat timed forwards after one counted warm-up forward) and
 the process's peak RSS after each model. DiffewS: VAE encoding of query + K supports + K masks,
@@ -26,19 +26,14 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import cpu_info, peak_rss_mb
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+from edgefss.benchmark.flops import count_macs  # noqa: E402
+
 
 def _count_gmacs(fn) -> float:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-
-    # the CPU attention kernel has no formula in torch's registry: counted as the CUDA kernels are
-    def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    cpu_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    with FlopCounterMode(display=False, custom_mapping={cpu_op: cpu_sdpa}) as fc:
-        fn()
-    return fc.get_total_flops() / 2 / 1e9
+    return count_macs(fn) / 1e9
 
 
 def _time(fn, repeat: int) -> float:

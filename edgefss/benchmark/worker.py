@@ -75,20 +75,19 @@ class FakePredictor:
 
 
 def count_torch(model, size: int) -> dict:
-    """Params (total / non-backbone) and GMACs of one backbone pass at `size` (torch FlopCounter)."""
+    """Params (total / non-backbone) and GMACs of one backbone pass at `size` (flops.count_macs:
+    torch's FlopCounter with the CPU attention kernel counted)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgefss.benchmark.flops import count_macs
 
     total = sum(p.numel() for p in model.parameters())
     backbone = getattr(model, "backbone", None)
     head_params = total - (sum(p.numel() for p in backbone.parameters()) if backbone is not None else 0)
     x = torch.zeros(1, 3, size, size)
     with torch.no_grad():
-        fc = FlopCounterMode(display=False)
-        with fc:
-            model.encode(x)
-        enc = fc.get_total_flops()
-    return {"params_m": total / 1e6, "head_params_m": head_params / 1e6, "backbone_gmacs": enc / 2e9}
+        enc = count_macs(lambda: model.encode(x))
+    return {"params_m": total / 1e6, "head_params_m": head_params / 1e6, "backbone_gmacs": enc / 1e9}
 
 
 def _ms(t0: float, t1: float) -> float:
