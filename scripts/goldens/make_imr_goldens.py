@@ -193,14 +193,7 @@ def _record(model) -> dict:
     rec = {"after4d": [], "dec1_in": [], "res": []}
     model.decoder1.register_forward_pre_hook(lambda m, i: rec["dec1_in"].append(i[0].detach().clone()))
     model.res.register_forward_hook(lambda m, i, o: rec["res"].append(o.detach().clone()))
-    c4d = model.hpn_learner.forward_conv4d
-
-    def conv4d(x):
-        y = c4d(x)
-        rec["after4d"].append(y.detach().clone())
-        return y
-
-    model.hpn_learner.forward_conv4d = conv4d
+    tlg_gen.record_after4d(model, rec)
     return rec
 
 

@@ -285,6 +285,18 @@ def build_official(repo: Path, tlg_sd: dict, imagenet_sd: dict, n_text: int):
     return model
 
 
+def record_after4d(model, rec: dict) -> None:
+    """Append every official 4D-learner output (`hpn_learner.forward_conv4d`) to rec["after4d"]."""
+    c4d = model.hpn_learner.forward_conv4d
+
+    def conv4d(x):
+        y = c4d(x)
+        rec["after4d"].append(y.detach().clone())
+        return y
+
+    model.hpn_learner.forward_conv4d = conv4d
+
+
 def _record(model) -> dict:
     """Hooks recording the released forward's intermediates, in call order."""
     import ot
@@ -297,14 +309,7 @@ def _record(model) -> dict:
     model.decoder1.register_forward_pre_hook(lambda m, i: rec["dec1_in"].append(i[0].detach().clone()))
     model.decoder2.register_forward_hook(lambda m, i, o: rec["decoder2"].append(o.detach().clone()))
     model.res.register_forward_hook(lambda m, i, o: rec["res"].append(o.detach().clone()))
-    c4d = model.hpn_learner.forward_conv4d
-
-    def conv4d(x):
-        y = c4d(x)
-        rec["after4d"].append(y.detach().clone())
-        return y
-
-    model.hpn_learner.forward_conv4d = conv4d
+    record_after4d(model, rec)
     heter = model.heter_residual
 
     def heter_residual(*a):
