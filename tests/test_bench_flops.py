@@ -181,3 +181,33 @@ def test_count_torch_uses_the_attention_counter():
     n, d, hid = 36, 32, m.block.mlp.fc1.out_features
     macs = n * 32 * 3 * 64 + n * (d * 3 * d + d * d + 2 * d * hid) + 2 * n * n * d
     assert out["backbone_gmacs"] * 1e9 == pytest.approx(macs, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------ benchmark rows
+def test_int8_row_gets_a_mixed_roofline_fp32_row_the_plain_one():
+    from edgefss.benchmark import engine as E
+
+    peaks = {"peaks": {"fp32_fma_avx2": 230.0, "fp32_fma_avx512": 223.0, "int8_vnni_avx512": 928.0}, "threads": 2}
+    base = {"model": "cst", "backend": "onnxruntime", "size": 400, "status": "ok", "backbone_gmacs": 110.0,
+            "encode_ms": 700.0}
+    i8 = {**base, "precision": "int8", "backbone_gflops_s": 2 * 110.0 / 0.7,
+          "encoder_int8_gmacs": 50.0, "encoder_fp32_gmacs": 60.0}
+    f32 = {**base, "precision": "fp32", "backbone_gflops_s": 2 * 110.0 / 0.7}
+    lines = E.roofline_lines([i8, f32], peaks)
+    ideal = (2 * 50e9 / 928e9 + 2 * 60e9 / 230e9) * 1e3  # each part at its own instruction set's peak
+    assert i8["roofline_pct"] == pytest.approx(100 * ideal / 700.0)
+    assert "mixed: 100.00 G int8 ops + 120.00 G fp32 ops" in lines[0]
+    assert f32["roofline_pct"] == pytest.approx(100 * (2 * 110.0 / 0.7) / 230.0)
+    assert "mixed" not in lines[1]
+
+
+def test_encoder_split_reads_the_bundles_encoder(tmp_path):
+    from _bundles import write_bundle
+
+    from edgefss.benchmark import engine as E
+
+    b = write_bundle(tmp_path / "b", "tlg", {"encoder": _qdq_conv_graph()},
+                     {"encoder": ([("x", [1, 3, 16, 16])], [("y1", [1, 8, 16, 16]), ("y2", [1, 8, 16, 16]),
+                                                             ("y3", [1, 8, 16, 16])])}, imgsz=16, precision="int8")
+    per = 8 * 16 * 16 * 3 * 9
+    assert E.encoder_split(b) == {"encoder_int8_gmacs": per / 1e9, "encoder_fp32_gmacs": 2 * per / 1e9}

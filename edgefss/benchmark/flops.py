@@ -292,3 +292,80 @@ def mixed_ideal_ms(fp32_macs: float, int8_macs: float, fp32_peak: float, int8_pe
     its own peak (G ops/s), 2 ops per MAC. ms."""
     int8_peak = int8_peak or fp32_peak
     return (2 * int8_macs / (int8_peak * 1e9) + 2 * fp32_macs / (fp32_peak * 1e9)) * 1e3
+
+
+def bundle_graph(bundle, graph: str):
+    """(ONNX path or None, {input: static shape}) of one graph of an edgefss bundle.
+
+    Dynamic dims of the manifest (e.g. "B") become 1. None when the graph is not ONNX (an
+    OpenVINO IR bundle), so callers can say the MACs are unknown.
+    """
+    import json
+
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{bundle}: not an edgefss bundle (manifest.json: {exc})") from None
+    g = manifest.get("graphs", {}).get(graph)
+    if g is None:
+        raise ValueError(f"{bundle}: no graph {graph!r} (graphs: {sorted(manifest.get('graphs', {}))})")
+    shapes = {n: [d if isinstance(d, int) else 1 for d in info["shape"]] for n, info in g.get("inputs", {}).items()}
+    path = bundle / g["file"]
+    return (path if path.suffix == ".onnx" else None), shapes
+
+
+def bundle_graph_macs(bundle, graph: str = "encoder") -> dict | None:
+    """`macs_summary` of one ONNX graph of a bundle, None for a non-ONNX graph."""
+    path, shapes = bundle_graph(bundle, graph)
+    if path is None:
+        return None
+    return macs_summary(graph_macs(path, shapes))
+
+
+# ------------------------------------------------------------------------------------- OpenVINO
+def ov_model_macs(model) -> list[dict]:
+    """Per-op MACs of an OpenVINO model with static shapes (call `model.reshape` first), the same
+    records as `graph_macs`; names are the ops' friendly names (what PERF_COUNT reports).
+
+    Convolution / GroupConvolution / ConvolutionBackpropData from weight and output shapes,
+    MatMul with transpose_a/b, ScaledDotProductAttention (Q K^T + A V). "int8" when the data and weight inputs come from FakeQuantize or
+    from a Convert of an 8-bit tensor (NNCF's quantized IR), else "fp32".
+    """
+    def dims(out):
+        ps = out.get_partial_shape()
+        return None if ps.is_dynamic else [int(d) for d in ps.to_shape()]
+
+    def is_q(inp):
+        src = inp.get_source_output().get_node()
+        while src.get_type_name() in ("Reshape", "Transpose", "Subtract", "Multiply") and src.get_input_size():
+            src = src.input(0).get_source_output().get_node()  # NNCF's dequantize: Convert -> Subtract -> Multiply
+        t = src.get_type_name()
+        return t == "FakeQuantize" or (t == "Convert" and str(src.input(0).get_element_type()) in ("i8", "u8"))
+
+    recs = []
+    for op in model.get_ordered_ops():
+        t = op.get_type_name()
+        if t not in ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul",
+                     "ScaledDotProductAttention"):
+            continue
+        x, w, y = dims(op.input_value(0)), dims(op.input_value(1)), dims(op.output(0))
+        macs = None
+        if x is not None and w is not None and y is not None:
+            if t == "Convolution":  # w (O, I, k...)
+                macs = y[0] * w[0] * prod(y[2:]) * w[1] * prod(w[2:])
+            elif t == "GroupConvolution":  # w (G, O/G, I/G, k...)
+                macs = y[0] * w[0] * w[1] * prod(y[2:]) * w[2] * prod(w[3:])
+            elif t == "ConvolutionBackpropData":  # w (I, O, k...)
+                macs = prod(x) * w[1] * prod(w[2:])
+            elif t == "ScaledDotProductAttention":  # Q (..., Nq, d), K (..., Nk, d), V (..., Nk, dv)
+                v = dims(op.input_value(2))
+                macs = prod(x[:-1]) * w[-2] * (x[-1] + (v[-1] if v else x[-1]))
+            else:
+                at = op.get_attributes()
+                k = x[-2] if at.get("transpose_a") and len(x) >= 2 else x[-1]
+                macs = prod(y) * k
+        prec = "int8" if t != "ScaledDotProductAttention" and is_q(op.input(0)) and is_q(op.input(1)) else "fp32"
+        recs.append({"name": op.get_friendly_name(), "op_type": t, "macs": int(macs) if macs is not None else None,
+                     "precision": prec})
+    return recs
