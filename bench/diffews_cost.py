@@ -29,7 +29,7 @@ from _harness import cpu_info, peak_rss_mb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-from edgefss.benchmark.flops import count_macs  # noqa: E402
+from edgefss.benchmark.flops import count_macs
 
 
 def _count_gmacs(fn) -> float:

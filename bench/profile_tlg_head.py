@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edgefss.benchmark.profile import graph_feeds, ort_kernel_runs
+
 PARTS = ("hypercorr", "prior", "sinkhorn", "other")
 TAIL_OPS = {"Clip", "Max", "Relu", "Reshape", "Unsqueeze", "Concat", "Identity", "Squeeze", "Transpose"}
 MATMULS = ("MatMul", "FusedMatMul")
@@ -94,15 +96,8 @@ def classify(model) -> dict[str, str]:
 
 
 def head_feeds(manifest: dict, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name, info in manifest["graphs"]["head"]["inputs"].items():
-        shape = [1 if not isinstance(d, int) else d for d in info["shape"]]
-        x = rng.random(shape, dtype=np.float32)
-        if name == "pseudo_given":
-            x[:] = 0
-        feeds[name] = x
-    return feeds
+    """Random head inputs at the manifest shapes (B = 1; pseudo_given = 0: the prior path)."""
+    return graph_feeds(manifest, "head", seed, zeros=("pseudo_given",))
 
 
 def native_parts(feeds: dict):
@@ -154,18 +149,13 @@ def profile_onnxruntime(head_path, feeds, threads, repeats, natives):
             t = time.perf_counter()
             fn()
             acc.append((time.perf_counter() - t) * 1e3)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    bounds = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                    if e.get("cat") == "Session" and e["name"] == "model_run")
-    per_run = [defaultdict(float) for _ in bounds]
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        k = next((i for i, (a, b) in enumerate(bounds) if a <= e["ts"] <= b), None)
-        if k is not None:
-            p = part.get(e["name"][: -len("_kernel_time")], "other")
-            per_run[k][p] += e["dur"] / 1e3
-            per_run[k]["all"] += e["dur"] / 1e3
+    per_run = []
+    for run in ort_kernel_runs(json.loads(Path(sess.end_profiling()).read_text())):
+        d = defaultdict(float)
+        for name, (_, us) in run.items():
+            d[part.get(name, "other")] += us / 1e3
+            d["all"] += us / 1e3
+        per_run.append(d)
     return _summary(per_run[1:], wall, ncorr, nsink)
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from edgefss.benchmark.flops import graph_macs, macs_summary, mixed_ideal_ms  # noqa: E402
+from edgefss.benchmark.flops import graph_macs, macs_summary, mixed_ideal_ms
 
 
 def _model(nodes, inputs, outputs, inits=(), ms=False):

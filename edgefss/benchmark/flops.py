@@ -167,7 +167,7 @@ def _conv_out(x, w, node) -> list | None:
 def _node_macs(node, shp) -> int | None:
     """MACs of one node, None when a needed shape is unknown."""
     op, ins = node.op_type, list(node.input)
-    get = lambda i: shp.get(ins[i]) if i < len(ins) and ins[i] else None  # noqa: E731
+    get = lambda i: shp.get(ins[i]) if i < len(ins) and ins[i] else None
     y = shp.get(node.output[0]) if node.output else None
     if op in CONV_OPS:
         x, w = get(0), get(INT_OPS[op][1] if op in INT_OPS else 1)
