@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,26 @@ def test_encoder_split_reads_the_bundles_encoder(tmp_path):
                                                              ("y3", [1, 8, 16, 16])])}, imgsz=16, precision="int8")
     per = 8 * 16 * 16 * 3 * 9
     assert E.encoder_split(b) == {"encoder_int8_gmacs": per / 1e9, "encoder_fp32_gmacs": 2 * per / 1e9}
+
+
+def test_recount_an_earlier_run(tmp_path):
+    # python -m edgefss.benchmark.recount: an old latency.json's rows recounted from their bundles
+    from _bundles import write_bundle
+
+    from edgefss.benchmark import recount as RC
+
+    io = {"encoder": ([("x", [1, 3, 16, 16])], [("y1", [1, 8, 16, 16]), ("y2", [1, 8, 16, 16]),
+                                                 ("y3", [1, 8, 16, 16])])}
+    write_bundle(tmp_path / "bundles" / "tlg_16_onnxruntime_int8", "tlg", {"encoder": _qdq_conv_graph()}, io,
+                 imgsz=16, precision="int8")
+    row = {"model": "tlg", "backend": "onnxruntime", "precision": "int8", "size": 16, "status": "ok",
+           "encode_ms": 1.0, "backbone_gmacs": 1.0}
+    missing = {**row, "backend": "openvino"}
+    (tmp_path / "latency.json").write_text(json.dumps({"rows": [row, missing], "machine": {"peaks": {
+        "threads": 2, "peaks": {"fp32_fma_avx2": 100.0, "int8_vnni_avx512": 400.0}}}}))
+    lines = RC.recount(tmp_path / "latency.json")
+    per = 8 * 16 * 16 * 3 * 9
+    assert f"encoder {3 * per / 1e9:.2f} GMACs (the run recorded 1.00)" in lines[0]
+    assert "no bundle to count" in lines[1]
+    ideal = (2 * per / 400e9 + 2 * 2 * per / 100e9) * 1e3
+    assert f"needs >= {ideal:.1f} ms" in lines[2] and f"= {100 * ideal / 1.0:.0f} %" in lines[2]
