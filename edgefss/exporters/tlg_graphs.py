@@ -12,14 +12,21 @@ on-device prior is produced at SxS too, so the blend below and the resampling ar
 `pseudo_given` is a blend weight instead of an `if`: mask = given*external + (1-given)*prior, so
 one graph serves both "caller supplies masks" and "use the on-device prior" without control flow.
 The support batch B (= N ways x K shots) is the only dynamic axis.
+
+The head's 4D convolutions export in the form `TLGHeadGraph.conv4d_form` names (set per backend and
+precision by the export, exporters/conv4d_forms.py); run in torch, the head stays eager.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 from edgefss.errors import InputError
+from edgefss.exporters.conv4d_forms import conv4d_export
+from edgefss.models.hsnet import EAGER_FORM
 from edgefss.models.tlg import TEXT_DIM, TEXT_KEYS, TLG
 
 
@@ -80,8 +87,14 @@ class TLGHeadGraph(nn.Module):
         super().__init__()
         self.model = model
         self.L = model.backbone.n_feats
+        self.conv4d_form = EAGER_FORM  # how the 4D convs are written in the exported graph only
 
     def forward(self, *args):
+        exporting = torch.onnx.is_in_onnx_export() and self.conv4d_form != EAGER_FORM
+        with conv4d_export(self.model, self.conv4d_form) if exporting else contextlib.nullcontext():
+            return self._forward(*args)
+
+    def _forward(self, *args):
         L = self.L
         qf, sf = list(args[:L]), list(args[L:2 * L])
         t_s, t_fg, t_bg, q_ext, s_ext, given = args[2 * L:]

@@ -1,0 +1,77 @@
+"""How the HSNet 4D center-pivot convolutions are written in exported graphs, per backend.
+
+The eager learner (edgefss/models/hsnet.py) folds the other dim pair of each (B,C,Ha,Wa,Hb,Wb)
+tensor into the batch with permutes, and TLG's support pass runs on a transposed copy of the
+correlation pyramid. Exported as is, those are Transpose nodes that move every 4D tensor 4 times
+per conv (ONNX Runtime at 400 px: 14 % of the FP32 head, 28 % of the INT8 head). The same
+arithmetic can be written without them (`Conv4dForm`); which form is fastest differs per backend,
+so the export picks one from `BACKEND_FORM`, measured with bench/conv4d_forms.py. Only the export
+changes: the torch model keeps the eager form (goldens), tests/test_conv4d_forms.py proves the
+forms equal it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from edgefss.errors import InputError
+from edgefss.models.hsnet import EAGER_FORM, Conv4dForm, HPNLearner
+
+FORMS = {
+    "eager": EAGER_FORM,
+    "dil_c3d_swap": Conv4dForm("dil", "c3d", "c3d", True),
+    "c3d_swap": Conv4dForm("c3d", "c3d", "c3d", True),
+    "dil_perm": Conv4dForm("dil", "perm", "perm", False),
+    "dil_c3d": Conv4dForm("dil", "c3d", "c3d", False),
+    "c3d": Conv4dForm("c3d", "c3d", "c3d", False),
+    "dil_perm_swap": Conv4dForm("dil", "perm", "perm", True),
+    "dil_perm_c3d_swap": Conv4dForm("dil", "perm", "c3d", True),
+}
+
+# (backend, precision) -> FORMS key the TLG head is exported with. Filled from
+# bench/conv4d_forms.py runs (see docs/conv4d.md for the command and the ratios); a pair not
+# listed keeps the eager form.
+BACKEND_FORM: dict[tuple[str, str], str] = {}
+
+
+def form_for(backend: str, precision: str) -> Conv4dForm:
+    """The Conv4dForm for a backend ('onnxruntime' | 'openvino' | 'tensorrt') and precision."""
+    key = BACKEND_FORM.get((backend, precision), "eager")
+    if key not in FORMS:
+        raise InputError(f"conv4d form {key!r} for {backend}/{precision}; expected one of {sorted(FORMS)}")
+    return FORMS[key]
+
+
+@contextmanager
+def conv4d_export(module, form: Conv4dForm):
+    """Within the block every HPNLearner in `module` (itself included) runs in `form`.
+
+    Yields the number of learners switched (0 for the eager form).
+    """
+    if not isinstance(form, Conv4dForm):
+        raise InputError(f"conv4d form must be a Conv4dForm, got {type(form).__name__}")
+    targets = [m for m in module.modules() if isinstance(m, HPNLearner)] if form != EAGER_FORM else []
+    saved = [m.conv4d_form for m in targets]
+    try:
+        for m in targets:
+            m.conv4d_form = form
+        yield len(targets)
+    finally:
+        for m, f in zip(targets, saved):
+            m.conv4d_form = f
+
+
+def set_export_forms(graphs: dict, backend: str, precision: str) -> dict:
+    """Give every graph wrapper that has a `conv4d_form` (TLGHeadGraph) the form for this target.
+
+    Args: graphs {name: GraphDef}; backend, precision as in ExportOptions.
+    Returns: {graph name: FORMS key} of the wrappers set.
+    """
+    key = BACKEND_FORM.get((backend, precision), "eager")
+    form = form_for(backend, precision)
+    done = {}
+    for name, g in graphs.items():
+        if hasattr(g.module, "conv4d_form"):
+            g.module.conv4d_form = form
+            done[name] = key
+    return done
