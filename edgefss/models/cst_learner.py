@@ -101,7 +101,12 @@ class CorrAttention(nn.Module):
         m = m.flatten(1)
         keep = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)  # CLS key always kept
         keep = keep.reshape(keep.shape[0], 1, 1, 1, -1)
-        return logits.masked_fill(keep == 0, MASK_FILL)
+        # an additive bias on the (B,1,1,1,S) row instead of masked_fill on the (B,g,T,L,S) logits:
+        # exp(logit - 1e9 - max) underflows to exactly 0 as exp(-1e9 - max) does, so the softmax is
+        # bit-identical, and a broadcast Add runs ~2x faster than a broadcast Where in ONNX Runtime
+        # (`python bench/cst_mask_op.py`: 1x8x2500x10x145 at 400 px, Add+Softmax vs Where+Softmax)
+        bias = torch.where(keep == 0, torch.full_like(keep, MASK_FILL), torch.zeros_like(keep))
+        return logits + bias
 
 
 class FeedForward(nn.Module):
