@@ -9,9 +9,10 @@ PERF_COUNT (executed layers of the compiled model, by layer type). One warm-up r
 --repeats profiled runs; figures are medians over them. Per op type: ms per run, share of the
 profiled node time, nodes, MACs and achieved G ops/s (2 ops per MAC). MACs come from
 edgefss.benchmark.flops (the ONNX graph, or the OpenVINO model itself) and are mapped to the
-profiled nodes by name; engines rename fused nodes, so MACs whose node name does not map are
-attributed to the profiled op type of the same family (conv / matmul / attention) that took the
-most time, and the output says how many. "data movement" sums the op types that only move or
+profiled nodes by name, then through the op an engine fused and named its node after (ORT's NCHWc
+convs are named after the Relu output they end in, OpenVINO's attention Subgraph after the Transpose
+behind it); MACs that still do not map go to the profiled op type of the same family (conv /
+matmul / attention) that took the most time, and the output says how much went each way. "data movement" sums the op types that only move or
 convert bytes (edgefss.benchmark.profile.DATA_MOVEMENT). With --peaks (a latency.json, its
 machine.peaks) each graph also gets its compute lower bound: its int8 MACs at the INT8 peak plus
 its float MACs at the FP32 peak. Writes DIR/profile.json and DIR/profile_<graph>.png (the chart
@@ -53,37 +54,100 @@ def _candidates(name: str):
     `/MatMulAddFusion`; OpenVINO: `/WithoutBiases`)."""
     yield name
     base = re.sub(r"(_token_\d+)+$", "", name)
-    base = re.sub(r"_output_\d+(_nchwc)?$", "", base)
-    base = re.sub(r"_quant$", "", base)
+    base = re.sub(r"_(nchwc|quant)$", "", base)
+    yield base  # a tensor name (ORT NCHWc) or the node name
+    base = re.sub(r"_output_\d+$", "", base)
     yield base
     if "/" in base.strip("/"):
         yield base.rsplit("/", 1)[0]
 
 
-def attribute_macs(nodes: dict, recs: list[dict]) -> tuple:
-    """MACs of the profiled nodes whose names map to a counted node.
+# ops an engine fuses into the conv/matmul/attention before them (activations, bias, layout): a
+# profiled node named after one of them (ORT NCHWc: "<its output>_nchwc"; OpenVINO Subgraph: the
+# last op it swallowed) carries the MACs of the counted node it fused
+FUSED_AFTER = {"Relu", "Add", "Clip", "Sigmoid", "Mul", "Multiply", "LeakyRelu", "HardSigmoid", "Sum",
+               "BatchNormalization", "Identity", "Transpose", "Reshape", "Convert", "Gelu", "Erf", "Div", "Divide",
+               "Swish", "Tanh"}
+
+
+def onnx_aliases(path, counted: set) -> dict:
+    """{node or tensor name: counted node} for nodes up to 3 FUSED_AFTER steps after a counted node."""
+    import onnx
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    alias = {}
+    for n in nodes:
+        if n.name in counted:
+            alias.update({o: n.name for o in n.output})
+            continue
+        cur = n
+        for _ in range(3):
+            if cur.op_type not in FUSED_AFTER:
+                break
+            src = next((producer[i] for i in cur.input if i in producer), None)
+            if src is None:
+                break
+            if src.name in counted:
+                alias[n.name] = src.name
+                alias.update({o: src.name for o in n.output})
+                break
+            cur = src
+    return alias
+
+
+def ov_aliases(model, counted: set) -> dict:
+    """The same for an OpenVINO model (friendly names, OpenVINO op types)."""
+    alias = {}
+    for op in model.get_ordered_ops():
+        cur = op
+        for _ in range(3):
+            if cur.get_type_name() not in FUSED_AFTER or not cur.get_input_size():
+                break
+            src = cur.input_value(0).get_node()
+            if src.get_friendly_name() in counted:
+                alias[op.get_friendly_name()] = src.get_friendly_name()
+                break
+            cur = src
+    return alias
+
+
+def attribute_macs(nodes: dict, recs: list[dict], alias: dict | None = None) -> tuple:
+    """MACs of the profiled nodes that map to a counted node: by name (conv/matmul/attention op
+    types), then through `alias` (any op type: an engine's fused node named after a later op).
 
     Args:
         nodes: {profiled node name: op type} of one run. recs: flops records of the graph.
+        alias: {name: counted node name} (onnx_aliases / ov_aliases).
     Returns:
-        ({op type: MACs}, {op type: {"int8": MACs, "fp32": MACs}}, {"by_name", "by_family",
-        "unplaced"} MACs (by_name filled here), {family: [records not mapped by name]},
-        {family: [profiled op types of that family]}).
+        ({op type: MACs}, {op type: {"int8": MACs, "fp32": MACs}}, {"by_name", "by_alias",
+        "by_family", "unplaced"} MACs (by_name/by_alias filled here), {family: [records not
+        mapped]}, {family: [profiled op types of that family]}).
     """
+    alias = alias or {}
     by_name = {r["name"]: r for r in recs if r["macs"]}
     used, macs, prec = set(), defaultdict(int), defaultdict(lambda: {"int8": 0, "fp32": 0})
-    how = {"by_name": 0, "by_family": 0, "unplaced": 0}
+    how = {"by_name": 0, "by_alias": 0, "by_family": 0, "unplaced": 0}
+
+    def take(name, op, key):
+        used.add(name)
+        r = by_name[name]
+        macs[op] += r["macs"]
+        prec[op][r["precision"]] += r["macs"]
+        how[key] += r["macs"]
+
+    matched = set()
     for node, op in nodes.items():
-        if op not in FAMILY_OF:
-            continue
-        for c in _candidates(node):
-            if c in by_name and c not in used:
-                used.add(c)
-                r = by_name[c]
-                macs[op] += r["macs"]
-                prec[op][r["precision"]] += r["macs"]
-                how["by_name"] += r["macs"]
-                break
+        if op in FAMILY_OF:
+            c = next((c for c in _candidates(node) if c in by_name and c not in used), None)
+            if c is not None:
+                take(c, op, "by_name")
+                matched.add(node)
+    for node, op in nodes.items():
+        if node not in matched:
+            c = next((alias[c] for c in _candidates(node) if alias.get(c) in by_name and alias[c] not in used), None)
+            if c is not None:
+                take(c, op, "by_alias")
     left = defaultdict(list)
     for name, r in by_name.items():
         if name not in used:
@@ -95,7 +159,7 @@ def attribute_macs(nodes: dict, recs: list[dict]) -> tuple:
     return macs, prec, how, left, ops_of
 
 
-def summarize(prof: dict, recs: list[dict]) -> dict:
+def summarize(prof: dict, recs: list[dict], alias: dict | None = None) -> dict:
     """Median per-op-type figures over the profiled runs (see module docstring)."""
     runs = prof["runs"]
     per_op = defaultdict(list)
@@ -111,7 +175,7 @@ def summarize(prof: dict, recs: list[dict]) -> dict:
     for op, _ in runs[0].values():
         count[op] += 1
     nodes = {n: op for n, (op, _) in runs[0].items()}
-    macs, prec, how, left, ops_of = attribute_macs(nodes, recs)
+    macs, prec, how, left, ops_of = attribute_macs(nodes, recs, alias)
     for fam, rs in left.items():  # renamed or fused nodes: the family's busiest op type gets them
         cands = ops_of.get(fam) or ops_of.get("matmul") or ops_of.get("conv") or []
         m = sum(r["macs"] for r in rs)
@@ -167,6 +231,7 @@ def profile_one(bundle: Path, manifest: dict, graph: str, backend: str, threads:
                              "onnxruntime bundle (this one is for {manifest.get('backend')})")
         prof = profile_ort(path, feeds, threads, repeats, desc=f"{graph} onnxruntime")
         recs = graph_macs(path, {k: list(v.shape) for k, v in feeds.items()})
+        alias = onnx_aliases(path, {r["name"] for r in recs if r["macs"]})
         src = "flops.graph_macs on the bundle's ONNX graph"
     else:
         import openvino as ov
@@ -177,8 +242,9 @@ def profile_one(bundle: Path, manifest: dict, graph: str, backend: str, threads:
         model.reshape({p.get_any_name(): ov.PartialShape(list(feeds[p.get_any_name()].shape))
                        for p in model.inputs if p.get_any_name() in feeds})
         recs = ov_model_macs(model)
+        alias = ov_aliases(model, {r["name"] for r in recs if r["macs"]})
         src = "flops.ov_model_macs on the graph OpenVINO read"
-    res = summarize(prof, recs)
+    res = summarize(prof, recs, alias)
     res["macs"]["source"] = src
     res["file"] = str(path)
     return res
@@ -196,10 +262,10 @@ def print_graph(graph: str, backend: str, r: dict, top: int) -> None:
     dm = r["data_movement"]
     print(f"  data movement ({'/'.join(dm['op_types']) or 'none'}): {dm['ms']:.1f} ms = {100 * dm['share']:.1f} %")
     a = m["attributed"]
-    tot = a["by_name"] + a["by_family"] + a["unplaced"]
-    if tot and (a["by_family"] or a["unplaced"]):
-        print(f"  note: MACs mapped by node name {a['by_name'] / 1e9:.2f} G; by op family (engine renamed/fused the "
-              f"node) {a['by_family'] / 1e9:.2f} G; not placed {a['unplaced'] / 1e9:.2f} G")
+    if a["by_alias"] or a["by_family"] or a["unplaced"]:
+        print(f"  note: MACs mapped by node name {a['by_name'] / 1e9:.2f} G; through the op the engine fused and "
+              f"named the node after {a['by_alias'] / 1e9:.2f} G; by op family only (the busiest op type of the "
+              f"family) {a['by_family'] / 1e9:.2f} G; not placed {a['unplaced'] / 1e9:.2f} G")
     if m["unknown_nodes"]:
         print(f"  note: {len(m['unknown_nodes'])} nodes without inferable shapes are not counted")
     lb = r.get("lower_bound")

@@ -58,7 +58,12 @@ def test_profile_graph_per_op_type(tmp_path, monkeypatch, backend):
     assert r["macs"]["fp32"] == CONV_MACS + MM_MACS and r["macs"]["int8"] == 0
     # every MAC lands on some profiled op type (by name, or by family when the engine renamed it)
     assert sum(o["macs"] for o in r["ops"]) == CONV_MACS + MM_MACS
-    assert r["macs"]["attributed"]["unplaced"] == 0
+    # and by name or through the op the engine fused (Conv+Relu), not by the family guess
+    assert r["macs"]["attributed"]["unplaced"] == 0 and r["macs"]["attributed"]["by_family"] == 0
+    import profile_graph as P
+
+    assert sum(o["macs"] for o in r["ops"] if o["op_type"] in P.FAMILIES["conv"]) == CONV_MACS
+    assert sum(o["macs"] for o in r["ops"] if o["op_type"] in P.FAMILIES["matmul"]) == MM_MACS
     assert sum(o["share"] for o in r["ops"]) == pytest.approx(1.0)
     assert all(o["ms"] >= 0 for o in r["ops"]) and r["node_ms"] > 0
     for o in r["ops"]:

@@ -62,9 +62,14 @@ def graph_feeds(manifest: dict, graph: str, seed: int = 0, zeros: tuple = ("pseu
 
 
 def _progress(total: int, desc: str):
+    """tqdm on a terminal; one line per run otherwise (logs keep readable lines)."""
+    import sys
+
     try:
         from tqdm import tqdm
 
+        if not sys.stderr.isatty():
+            raise ImportError
         return tqdm(total=total, desc=desc, leave=False)
     except ImportError:
         class Line:
