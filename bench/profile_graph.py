@@ -53,7 +53,7 @@ def _candidates(name: str):
     """Original node names an engine's node name may come from (ORT: `_token_N`, `_output_0_nchwc`,
     `/MatMulAddFusion`; OpenVINO: `/WithoutBiases`)."""
     yield name
-    base = re.sub(r"(_token_\d+)+$", "", name)
+    base = re.sub(r"(_token_\d+)+$", "", name.rstrip("/"))  # ORT: "/MatMul_7/MatmulTransposeFusion/"
     base = re.sub(r"_(nchwc|quant)$", "", base)
     yield base  # a tensor name (ORT NCHWc) or the node name
     base = re.sub(r"_output_\d+$", "", base)
@@ -68,6 +68,9 @@ def _candidates(name: str):
 FUSED_AFTER = {"Relu", "Add", "Clip", "Sigmoid", "Mul", "Multiply", "LeakyRelu", "HardSigmoid", "Sum",
                "BatchNormalization", "Identity", "Transpose", "Reshape", "Convert", "Gelu", "Erf", "Div", "Divide",
                "Swish", "Tanh"}
+
+
+OPAQUE_FUSIONS = {"Subgraph"}  # OpenVINO snippets: several ops in one kernel, named after one of them
 
 
 def onnx_aliases(path, counted: set) -> dict:
@@ -114,7 +117,7 @@ def ov_aliases(model, counted: set) -> dict:
 
 def attribute_macs(nodes: dict, recs: list[dict], alias: dict | None = None) -> tuple:
     """MACs of the profiled nodes that map to a counted node: by name (conv/matmul/attention op
-    types), then through `alias` (any op type: an engine's fused node named after a later op).
+    types), then through `alias` (those and OpenVINO Subgraphs: a fused node named after a later op).
 
     Args:
         nodes: {profiled node name: op type} of one run. recs: flops records of the graph.
@@ -144,7 +147,9 @@ def attribute_macs(nodes: dict, recs: list[dict], alias: dict | None = None) -> 
                 take(c, op, "by_name")
                 matched.add(node)
     for node, op in nodes.items():
-        if node not in matched:
+        # only nodes that did the work: a conv/matmul renamed by a fusion, or an OpenVINO Subgraph
+        # (a Relu the engine ran on its own is named after itself and must not take its conv's MACs)
+        if node not in matched and (op in FAMILY_OF or op in OPAQUE_FUSIONS):
             c = next((alias[c] for c in _candidates(node) if alias.get(c) in by_name and alias[c] not in used), None)
             if c is not None:
                 take(c, op, "by_alias")
