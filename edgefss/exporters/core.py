@@ -151,6 +151,9 @@ def run_export(o: ExportOptions, log=print) -> Path:
                      backbone_checkpoint=o.backbone_weights, imr_backbone=o.imr_backbone, imr_stages=o.imr_stages)
     for g in mg.graphs.values():
         g.norm = BACKEND_NORM[o.backend]  # GroupNorm statistics (stable_norm.py)
+    from edgefss.exporters.conv4d_forms import set_export_forms
+
+    set_export_forms(mg.graphs, o.backend, o.precision)  # how the 4D convs are written (conv4d_forms.py)
     if mg.random_init:
         log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
             "toolchain, not model accuracy)")

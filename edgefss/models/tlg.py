@@ -302,10 +302,11 @@ class TLG(nn.Module):
         # the released code correlates again with the roles swapped; cosine and the clamp at 0 are
         # symmetric, so that pyramid is this one with its query and support dims exchanged —
         # transposing it saves half of the 13-layer correlation (torch at 400 px: 1266 ms of
-        # correlation for a 344 ms copy; a permuted view instead of the copy slows the 4D convs more)
-        corr_s = [c.permute(0, 1, 4, 5, 2, 3).contiguous() for c in corr_q]
+        # correlation for a 344 ms copy; a permuted view instead of the copy slows the 4D convs more).
+        # `swapped=True` makes that copy inside the learner (or, in exported graphs, runs the pass
+        # on this layout with the pairs' roles exchanged: exporters/conv4d_forms.py)
         t = {"q_after4d": self.hpn_learner.forward_conv4d(corr_q),
-             "s_after4d": self.hpn_learner.forward_conv4d(corr_s)}
+             "s_after4d": self.hpn_learner.forward_conv4d(corr_q, swapped=True)}
         a4_q, a4_s = t["q_after4d"], t["s_after4d"]
 
         # the released code's no_grad scopes: the text maps sit in its backbone/text block, the HC
