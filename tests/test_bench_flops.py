@@ -236,3 +236,30 @@ def test_recount_an_earlier_run(tmp_path):
     assert "no bundle to count" in lines[1]
     ideal = (2 * per / 400e9 + 2 * 2 * per / 100e9) * 1e3
     assert f"needs >= {ideal:.1f} ms" in lines[2] and f"= {100 * ideal / 1.0:.0f} %" in lines[2]
+
+
+def test_openvino_ir_counter_and_nncf_int8_pattern():
+    # NNCF's quantized IR: activations through FakeQuantize, weights i8 Constant -> Convert -> Multiply
+    pytest.importorskip("openvino")
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from edgefss.benchmark.flops import ov_model_macs
+
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="x")
+    lo, hi = ops.constant(np.float32(-1)), ops.constant(np.float32(1))
+    xq = ops.fake_quantize(x, lo, hi, lo, hi, 256)
+    wq = ops.multiply(ops.convert(ops.constant(np.ones((8, 3, 3, 3), np.int8)), np.float32),
+                      ops.constant(np.float32(0.1)))
+    qconv = ops.convolution(xq, wq, [1, 1], [1, 1], [1, 1], [1, 1])
+    qconv.set_friendly_name("qconv")
+    fconv = ops.convolution(x, ops.constant(np.ones((8, 3, 3, 3), np.float32)), [2, 2], [0, 0], [0, 0], [1, 1])
+    fconv.set_friendly_name("fconv")
+    q, k, v = (ops.parameter([1, 2, 10, 4], np.float32, name=n) for n in "qkv")
+    att = ops.scaled_dot_product_attention(q, k, v, causal=False)
+    att.set_friendly_name("sdpa")
+    m = ov.Model([qconv, fconv, att], [x, q, k, v])
+    got = {r["name"]: (r["macs"], r["precision"]) for r in ov_model_macs(m)}
+    assert got["qconv"] == (8 * 16 * 16 * 27, "int8")
+    assert got["fconv"] == (8 * 7 * 7 * 27, "fp32")  # (16 - 3) // 2 + 1 = 7
+    assert got["sdpa"] == (2 * 2 * 10 * 10 * 4, "fp32")  # B*H * Nq*Nk * (d + dv)

@@ -382,8 +382,8 @@ def consistency_lines(rows: list[dict]) -> list[str]:
 
 def encoder_split(bundle) -> dict:
     """The INT8 encoder's MACs that run as integer kernels and those that stay float, from the
-    bundle's own ONNX encoder graph (edgefss.benchmark.flops: QDQ Conv/MatMul are int8, attention
-    through com.microsoft.MultiHeadAttention is float). {} for a graph that is not ONNX."""
+    bundle's own encoder graph (edgefss.benchmark.flops: QDQ / FakeQuantize-fed Conv and MatMul are
+    int8, attention is float). {} when the graph cannot be read here."""
     from edgefss.benchmark.flops import bundle_graph_macs
 
     try:

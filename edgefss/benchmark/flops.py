@@ -298,7 +298,7 @@ def bundle_graph(bundle, graph: str):
     """(ONNX path or None, {input: static shape}) of one graph of an edgefss bundle.
 
     Dynamic dims of the manifest (e.g. "B") become 1. None when the graph is not ONNX (an
-    OpenVINO IR bundle), so callers can say the MACs are unknown.
+    OpenVINO IR bundle: `bundle_graph_macs` reads those through OpenVINO).
     """
     import json
 
@@ -316,11 +316,22 @@ def bundle_graph(bundle, graph: str):
 
 
 def bundle_graph_macs(bundle, graph: str = "encoder") -> dict | None:
-    """`macs_summary` of one ONNX graph of a bundle, None for a non-ONNX graph."""
+    """`macs_summary` of one graph of a bundle: ONNX through `graph_macs`, OpenVINO IR through
+    `ov_model_macs` (None when the IR's engine, openvino, is not installed)."""
     path, shapes = bundle_graph(bundle, graph)
-    if path is None:
+    if path is not None:
+        return macs_summary(graph_macs(path, shapes))
+    try:
+        import openvino as ov
+    except ImportError:
         return None
-    return macs_summary(graph_macs(path, shapes))
+    import json
+
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    model = ov.Core().read_model(str(Path(bundle) / manifest["graphs"][graph]["file"]))
+    model.reshape({p.get_any_name(): ov.PartialShape(shapes[p.get_any_name()])
+                   for p in model.inputs if p.get_any_name() in shapes})
+    return macs_summary(ov_model_macs(model))
 
 
 # ------------------------------------------------------------------------------------- OpenVINO
@@ -338,10 +349,14 @@ def ov_model_macs(model) -> list[dict]:
 
     def is_q(inp):
         src = inp.get_source_output().get_node()
-        while src.get_type_name() in ("Reshape", "Transpose", "Subtract", "Multiply") and src.get_input_size():
-            src = src.input(0).get_source_output().get_node()  # NNCF's dequantize: Convert -> Subtract -> Multiply
+        # NNCF's weights: i8 Constant -> Convert -> (Subtract) -> Multiply; activations: FakeQuantize,
+        # possibly before a precision-preserving op (the CPU plugin runs MaxPool on int8)
+        while src.get_type_name() in ("Reshape", "Transpose", "Subtract", "Multiply", "MaxPool", "Squeeze",
+                                      "Unsqueeze") and src.get_input_size():
+            src = src.input(0).get_source_output().get_node()
         t = src.get_type_name()
-        return t == "FakeQuantize" or (t == "Convert" and str(src.input(0).get_element_type()) in ("i8", "u8"))
+        return t == "FakeQuantize" or (
+            t == "Convert" and src.input(0).get_element_type().get_type_name() in ("i8", "u8"))
 
     recs = []
     for op in model.get_ordered_ops():

@@ -17,22 +17,14 @@ import sys
 from pathlib import Path
 
 from edgefss.benchmark import engine as E
-from edgefss.benchmark.flops import bundle_graph, graph_macs, macs_summary, ov_model_macs
+from edgefss.benchmark.flops import bundle_graph_macs
 
 
 def encoder_macs(bundle: Path) -> dict | None:
     """macs_summary of a bundle's encoder (ONNX or OpenVINO IR); None when the bundle is missing."""
     if not (bundle / "manifest.json").is_file():
         return None
-    path, shapes = bundle_graph(bundle, "encoder")
-    if path is not None:
-        return macs_summary(graph_macs(path, shapes))
-    import openvino as ov
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    model = ov.Core().read_model(str(bundle / manifest["graphs"]["encoder"]["file"]))
-    model.reshape({p.get_any_name(): ov.PartialShape(shapes[p.get_any_name()]) for p in model.inputs})
-    return macs_summary(ov_model_macs(model))
+    return bundle_graph_macs(bundle, "encoder")
 
 
 def recount(latency_json) -> list[str]:
