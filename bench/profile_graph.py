@@ -197,6 +197,8 @@ def summarize(prof: dict, recs: list[dict], alias: dict | None = None) -> dict:
         ms = med[op]
         row = {"op_type": op, "ms": ms, "share": ms / total if total else 0.0, "count": count.get(op, 0),
                "macs": int(macs.get(op, 0)), "data_movement": is_data_movement(op)}
+        if prof.get("exec_types", {}).get(op):  # OpenVINO: the kernels that ran (their names say I8 or f32)
+            row["kernels"] = prof["exec_types"][op]
         if row["macs"]:
             row["gops_s"] = 2 * row["macs"] / (ms / 1e3) / 1e9 if ms > 0 else None
             row["macs_int8"], row["macs_fp32"] = prec[op]["int8"], prec[op]["fp32"]

@@ -72,6 +72,8 @@ def test_profile_graph_per_op_type(tmp_path, monkeypatch, backend):
     assert r["lower_bound"]["ms"] == pytest.approx(2 * (CONV_MACS + MM_MACS) / 50e9 * 1e3)
     assert 0 <= r["data_movement"]["share"] <= 1
     assert res["load_start"] and res["load_end"]
+    if backend == "openvino":  # the kernel names OpenVINO chose, per layer type
+        assert all(o.get("kernels") for o in r["ops"] if o["macs"])
 
 
 def test_profile_graph_rejects_an_unknown_graph(tmp_path, monkeypatch):
