@@ -87,6 +87,9 @@ def _sessions(paths, np_feeds, backends, threads, work):
                 so = ort.SessionOptions()
                 so.intra_op_num_threads = threads
                 so.inter_op_num_threads = 1
+                # no spin-waiting: a waiting thread then costs no CPU time, so the CPU-time column
+                # measures work, which a loaded shared machine disturbs far less than wall time
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 s = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
                 runs[(be, form)] = (lambda s=s: s.run(None, np_feeds))
             elif be == "ov_fp32":
@@ -118,19 +121,21 @@ def time_rounds(runs, min_rounds, max_rounds, tol):
     """Round-robin timing until every median of the last half agrees with the median of all
     rounds within `tol` (relative), after `min_rounds`. Returns {key: [seconds]}."""
     samples = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
     for r in range(max_rounds):
         for k, fn in runs.items():
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
         if r + 1 >= min_rounds:
             settled = all(abs(statistics.median(v[len(v) // 2:]) / statistics.median(v) - 1) < tol
-                          for v in samples.values())
+                          for v in list(samples.values()) + list(cpu.values()))
             if settled:
                 break
-    return samples
+    return samples, cpu
 
 
 def main(argv=None):
@@ -163,21 +168,26 @@ def main(argv=None):
         print(f"exported {len(paths)} forms in {time.time() - t0:.0f} s", flush=True)
         runs = _sessions(paths, np_feeds, backends, a.threads, work)
         diff = _check(runs, forms, backends, ref)
-        samples = time_rounds(runs, a.min_rounds, a.max_rounds, a.tol)
+        samples, cpu = time_rounds(runs, a.min_rounds, a.max_rounds, a.tol)
     rows = []
     print(f"\n{a.what} at {a.imgsz} px, {a.threads} threads, interleaved; ratio = eager median / form median")
-    print(f"{'backend':9s} {'form':16s} {'p50 ms':>8s} {'p90 ms':>8s} {'n':>3s} {'x eager':>8s} {'max|d| torch':>12s}")
+    print("(cpu = process CPU time per run, all threads; less disturbed by other load than wall time)")
+    print(f"{'backend':9s} {'form':18s} {'p50 ms':>8s} {'p90 ms':>8s} {'n':>3s} {'x eager':>8s} "
+          f"{'cpu p50':>8s} {'cpu x eager':>11s} {'max|d| torch':>12s}")
     for be in backends:
         base = statistics.median(samples[(be, "eager")]) if (be, "eager") in samples else None
+        cbase = statistics.median(cpu[(be, "eager")]) if (be, "eager") in cpu else None
         for f in forms:
             v = samples[(be, f)]
-            med = statistics.median(v)
+            med, cmed = statistics.median(v), statistics.median(cpu[(be, f)])
             p90 = float(np.percentile(v, 90))
             ratio = base / med if base else None
+            cratio = cbase / cmed if cbase else None
             rows.append({"backend": be, "form": f, "form_fields": FORMS[f].name, "p50_ms": med * 1e3,
-                         "p90_ms": p90 * 1e3, "n": len(v), "x_eager": ratio, "max_abs_diff": diff[f"{be}/{f}"]})
-            print(f"{be:9s} {f:16s} {med * 1e3:8.1f} {p90 * 1e3:8.1f} {len(v):3d} "
-                  f"{(ratio or float('nan')):8.3f} {diff[f'{be}/{f}']:12.2e}")
+                         "p90_ms": p90 * 1e3, "n": len(v), "x_eager": ratio, "cpu_p50_ms": cmed * 1e3,
+                         "cpu_x_eager": cratio, "max_abs_diff": diff[f"{be}/{f}"]})
+            print(f"{be:9s} {f:18s} {med * 1e3:8.1f} {p90 * 1e3:8.1f} {len(v):3d} {(ratio or float('nan')):8.3f} "
+                  f"{cmed * 1e3:8.1f} {(cratio or float('nan')):11.3f} {diff[f'{be}/{f}']:12.2e}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

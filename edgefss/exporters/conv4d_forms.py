@@ -28,10 +28,19 @@ FORMS = {
     "dil_perm_c3d_swap": Conv4dForm("dil", "perm", "c3d", True),
 }
 
-# (backend, precision) -> FORMS key the TLG head is exported with. Filled from
-# bench/conv4d_forms.py runs (see docs/conv4d.md for the command and the ratios); a pair not
-# listed keeps the eager form.
-BACKEND_FORM: dict[tuple[str, str], str] = {}
+# (backend, precision) -> FORMS key the TLG head is exported with; a pair not listed (TensorRT,
+# OpenVINO INT8/FP16: not measured) keeps the eager form. Measured on the 2-core AVX-512/VNNI EPYC
+# under load, interleaved, learner of both directions at 400 px (docs/conv4d.md has the tables):
+#   python bench/conv4d_forms.py --backends ort_int8,ov_fp32 --forms eager,dil_perm_c3d_swap,...
+#   ORT FP32: dil_perm_c3d_swap 1.17x eager (CPU time; wall 1.12x); the Conv3d over the support pair
+#     is SLOWER on ORT (c3d_swap 0.94x, c3d 0.84x), the dilated 2D conv and the swapped pass pay.
+#   ORT INT8: dil_perm_c3d_swap 1.25x (wall 1.35x); dil_c3d_swap 1.09x, c3d_swap 0.92x.
+#   OpenVINO FP32: dil_c3d_swap 1.56x (wall 1.60x); c3d_swap 1.52x, dil_perm_c3d_swap 1.40x.
+BACKEND_FORM: dict[tuple[str, str], str] = {
+    ("onnxruntime", "fp32"): "dil_perm_c3d_swap",
+    ("onnxruntime", "int8"): "dil_perm_c3d_swap",
+    ("openvino", "fp32"): "dil_c3d_swap",
+}
 
 
 def form_for(backend: str, precision: str) -> Conv4dForm:

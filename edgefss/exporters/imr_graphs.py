@@ -13,10 +13,14 @@ are inputs (runtime/imr.py). The support batch B is the only dynamic axis.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
+from edgefss.exporters.conv4d_forms import conv4d_export
 from edgefss.exporters.tlg_graphs import TLGEncoderGraph
+from edgefss.models.hsnet import EAGER_FORM
 from edgefss.models.imr_hsnet import IMRHSNet
 
 
@@ -50,8 +54,14 @@ class IMRHeadGraph(nn.Module):
         super().__init__()
         self.model = model
         self.L = model.backbone.n_feats
+        self.conv4d_form = EAGER_FORM  # the exported graph's 4D conv form (exporters/conv4d_forms.py)
 
     def forward(self, *args):
+        exporting = torch.onnx.is_in_onnx_export() and self.conv4d_form != EAGER_FORM
+        with conv4d_export(self.model, self.conv4d_form) if exporting else contextlib.nullcontext():
+            return self._forward(*args)
+
+    def _forward(self, *args):
         L = self.L
         out = self.model.head(list(args[:L]), list(args[L:2 * L]), args[2 * L], args[2 * L + 1])
         return out["query_logits"], out["support_logits"]
