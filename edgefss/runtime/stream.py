@@ -9,16 +9,19 @@ Three schedules (`Segmenter.predict_stream(frames, schedule=...)`), all giving e
   at once. ONNX Runtime sessions run concurrent calls side by side (each call with intra_op = T
   runs on its calling thread plus T-1 pool threads); OpenVINO gets a second compile of the graphs
   with NUM_STREAMS = W and INFERENCE_NUM_THREADS = W·T (`OpenVinoBackend.concurrent_runs`), since
-  its single-stream latency compile would serialize the requests.
+  its single-stream latency compile would serialize the requests (that compile costs memory:
+  each CPU stream holds its own intermediates, +2.6 GB peak for TLG at 400 px, docs/streams.md).
 - "pipeline": two stages. While the head of frame t runs in the caller's thread, one worker reads
   frame t+1 and runs its query encoder; the queue between them holds `depth` encoded frames.
 - "sequential": predict one frame after the other in the caller's thread (the reference).
 
-Why "auto" picks what it picks (`choose_schedule`), measured at 400 px on a 2-core EPYC (shared
-machine, ratios from interleaved rounds, `python bench/stream_schedules.py BUNDLE`; the figures
-are in docs/streams.md): frame parallelism (W=2, T=1) gave 1.1-1.3x the single-query rate at
-threads=2 on ONNX Runtime, while the two-stage pipeline (1 thread per stage) LOST, 0.5-0.7x: the
-head is ~85 % of a TLG query, so a 1-thread head bounds the pipeline. Hence on a CPU:
+Why "auto" picks what it picks (`choose_schedule`; figures and commands in docs/streams.md): the
+head is ~85 % of a TLG query, so a two-stage pipeline with 1 thread per stage is bounded by a
+1-thread head; on the idle 2-core machine `bench/latency.py` measured it at 0.49-0.67x the
+single-query rate. Frame parallelism splits no frame: with W frames of T-thread predicts on W*T
+idle cores it reaches W * t(W*T threads) / t(T threads) of the single-query rate, i.e. exactly
+what the engines lose by spreading one frame over more threads (`python bench/stream_schedules.py
+BUNDLE` prints the ratio of each schedule and that bound from interleaved rounds). Hence on a CPU:
   threads=T given and usable_cpus() >= 2T  ->  "frames" with W = usable_cpus() // T;
   otherwise (threads=None means every core per engine, or one CPU)  ->  "sequential", with a
   warning saying to load with threads=stream_threads().
