@@ -307,3 +307,44 @@ def test_nncf_quantize_tiny_graph(tmp_path):
                _engine(tmp_path / "q.xml", "openvino", "int8")(feeds[0])["y"])
     print(f"tiny convnet NNCF INT8 vs FP32 cosine {c:.5f}")
     assert c > 0.98
+
+
+def test_matmul_of_two_activations_stays_float(tmp_path):
+    """The policy keeps activation x activation MatMuls (correlations, attention scores) float.
+    ORT's QDQ quantizer ignores MatMulConstBOnly, so edgefss must exclude them itself; a weight read
+    through a Transpose is still a constant (that MatMul is quantized)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefss.quant.ort_int8 import activation_matmuls, exclusion_policy, quantize_onnx
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 8)) / 3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((8, 8)) / 3).astype(np.float32), "w2")
+    w3 = numpy_helper.from_array((rng.standard_normal((6, 4)) / 3).astype(np.float32), "w3")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="proj"),
+        helper.make_node("Transpose", ["w2"], ["w2t"], name="w2_t"),
+        helper.make_node("MatMul", ["a", "w2t"], ["b"], name="proj_t"),
+        # as the heads' cosine normalisation: a float op between the projection and the correlation
+        helper.make_node("Div", ["b", "two"], ["bn"], name="norm"),
+        helper.make_node("Transpose", ["bn"], ["bt"], name="b_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["bn", "bt"], ["corr"], name="corr"),
+        helper.make_node("MatMul", ["corr", "w3"], ["y"], name="out"),
+    ]
+    g = helper.make_graph(nodes, "corr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4])],
+                          [w1, w2, w3, numpy_helper.from_array(np.float32(2.0), "two")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    assert activation_matmuls(m) == ["corr"]
+    assert "corr" in exclusion_policy(m, keep_last=False) and "proj_t" not in exclusion_policy(m, keep_last=False)
+    feeds = [{"x": rng.standard_normal((1, 6, 8)).astype(np.float32)} for _ in range(8)]
+    info = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, keep_last=False)
+    assert info["quantizable_nodes"] == 3 and info["quantized_nodes"] == 3
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    dq_out = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    corr = next(n for n in q.graph.node if n.name == "corr")
+    assert not any(i in dq_out for i in corr.input)  # both correlation inputs float
+    proj_t = next(n for n in q.graph.node if n.name == "proj_t")
+    assert proj_t.input[1] in dq_out  # the transposed weight is quantized

@@ -228,13 +228,14 @@ def node_groups(model, depth: int = 3) -> dict:
     Args:
         model: onnx.ModelProto (the FP32 graph); depth: number of path components kept.
     Returns:
-        {group name: [node names]}, groups with at least one Conv/MatMul/Gemm.
+        {group name: [node names]}, groups with at least one node the policy may quantize.
     """
-    from edgefss.quant.ort_int8 import QUANT_OPS
+    from edgefss.quant.ort_int8 import quantizable_nodes
 
+    allowed = set(quantizable_nodes(model))
     groups: dict = {}
     for n in model.graph.node:
-        if n.op_type not in QUANT_OPS:
+        if n.name not in allowed:
             continue
         parts = [p for p in n.name.split("/") if p][:-1] or [n.op_type]
         groups.setdefault("/" + "/".join(parts[:depth]), []).append(n.name)

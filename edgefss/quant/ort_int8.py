@@ -5,8 +5,11 @@ Policy (deployment-notes §3, §0 "ViT quantization recipe"):
   Add, the Sinkhorn's ReduceMax/Exp/Log loop, resizes) is listed in `nodes_to_exclude`, which
   still calibrates all tensors (excluding by node, not by op type, avoids ORT's uncalibrated
   Softmax crash);
-- MatMuls whose both inputs are activations (attention, the correlation) stay float
-  (`MatMulConstBOnly`): cosine similarities lose most of their signal in 8 bits;
+- MatMuls whose both inputs are activations (attention, the correlation) stay float: cosine
+  similarities lose most of their signal in 8 bits. edgefss lists them in `nodes_to_exclude`
+  itself (`activation_matmuls`): ORT's `MatMulConstBOnly` option is honoured only by its QOperator
+  path; its QDQ MatMul quantizer ignores it (onnxruntime 1.32 quantization/operators/matmul.py,
+  QDQMatMul has no should_quantize), which had left every TLG/CST correlation in uint8;
 - in head graphs, the last quantizable layer before each output stays float;
 - the format follows the target instruction set (`FORMATS`, `format_for`, measured with
   bench/int8_formats.py): without VNNI, x86 integer GEMMs use vpmaddubsw, whose int16
@@ -156,9 +159,37 @@ def last_layers(model) -> list[str]:
     return sorted(found)
 
 
+def constant_tensors(model) -> set:
+    """Names of the tensors that hold the same value on every run: initializers, Constant outputs,
+    and outputs of nodes whose inputs all are such tensors (e.g. a Transpose or Reshape of a weight).
+    Relies on ONNX's topological node order."""
+    const = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:
+        ins = [i for i in n.input if i]
+        if n.op_type == "Constant" or (ins and all(i in const for i in ins)):
+            const.update(o for o in n.output if o)
+    return const
+
+
+def activation_matmuls(model) -> list[str]:
+    """Names of the MatMul/Gemm nodes neither of whose two inputs is a constant (attention scores,
+    cosine correlations): the policy keeps them float."""
+    const = constant_tensors(model)
+    return [n.name for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and not (n.input[0] in const or n.input[1] in const)]
+
+
+def quantizable_nodes(model) -> list[str]:
+    """Names of the nodes the policy may quantize: Conv/MatMul/Gemm, less the activation MatMuls."""
+    act = set(activation_matmuls(model))
+    return [n.name for n in model.graph.node if n.op_type in QUANT_OPS and n.name not in act]
+
+
 def exclusion_policy(model, keep_last: bool, extra: tuple = ()) -> list[str]:
-    """Node names ORT must leave in float: all non-Conv/MatMul/Gemm, heads' last layers, `extra`."""
+    """Node names ORT must leave in float: all non-Conv/MatMul/Gemm, MatMuls of two activations,
+    heads' last layers, `extra`."""
     excl = {n.name for n in model.graph.node if n.op_type not in QUANT_OPS}
+    excl.update(activation_matmuls(model))
     if keep_last:
         excl.update(last_layers(model))
     excl.update(extra)
@@ -307,7 +338,7 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
         named.unlink(missing_ok=True)
         if tmp is not None:
             tmp.cleanup()
-    quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
+    quantizable = quantizable_nodes(model)
     qmodel = onnx.load(str(out_path), load_external_data=False)
     dq_consumers = _quantized_nodes(qmodel)
     return {
