@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from edgefss.exporters.conv4d_forms import FORMS, conv4d_export  # noqa: E402
-from edgefss.exporters.stable_norm import F64_STATS, group_norm_export  # noqa: E402
-from edgefss.models.hsnet import HPNLearner  # noqa: E402
+from edgefss.exporters.conv4d_forms import FORMS, conv4d_export
+from edgefss.exporters.stable_norm import F64_STATS, group_norm_export
+from edgefss.models.hsnet import HPNLearner
 
 
 class _Learner(torch.nn.Module):

@@ -36,6 +36,8 @@ FORMS = {
 #     is SLOWER on ORT (c3d_swap 0.94x, c3d 0.84x), the dilated 2D conv and the swapped pass pay.
 #   ORT INT8: dil_perm_c3d_swap 1.25x (wall 1.35x); dil_c3d_swap 1.09x, c3d_swap 0.92x.
 #   OpenVINO FP32: dil_c3d_swap 1.56x (wall 1.60x); c3d_swap 1.52x, dil_perm_c3d_swap 1.40x.
+# Whole TLG head at 400 px (bench/conv4d_forms.py --what head), CPU time x eager: ORT FP32 1.08x,
+# ORT INT8 1.13x (dil_perm_c3d_swap), OpenVINO FP32 1.32x (dil_c3d_swap; wall 1.41x).
 BACKEND_FORM: dict[tuple[str, str], str] = {
     ("onnxruntime", "fp32"): "dil_perm_c3d_swap",
     ("onnxruntime", "int8"): "dil_perm_c3d_swap",

@@ -51,7 +51,7 @@ def multilayer_correlation(query_feats, support_feats, ids) -> list[torch.Tensor
     """
     corrs = []
     for q, s in zip(query_feats, support_feats):
-        B, C, ha, wa = q.shape
+        B, _C, ha, wa = q.shape
         hb, wb = s.shape[-2:]
         c = cosine_correlation(q.flatten(2), s.flatten(2), clamp_min=0.0)  # (B,1,Nq,Ns)
         corrs.append(c.reshape(B, ha, wa, hb, wb))
@@ -164,7 +164,7 @@ def conv_inner(x: torch.Tensor, conv: nn.Conv2d, form: str) -> torch.Tensor:
     raise ValueError(f"conv_inner form {form!r}")
 
 
-def center_pivot_form(m: "CenterPivotConv4d", x: torch.Tensor, form: Conv4dForm, swapped: bool) -> torch.Tensor:
+def center_pivot_form(m: CenterPivotConv4d, x: torch.Tensor, form: Conv4dForm, swapped: bool) -> torch.Tensor:
     """`m(x)` written in `form`.
 
     swapped=False: x (B,Cin,Ha,Wa,Hb,Wb), query pair (2,3), as `m.forward`.
