@@ -136,6 +136,10 @@ def test_tlg_fp32_parity_and_manifest(tlg_fp32):
     assert man["weights"] == {"checkpoint": None, "random_init": True}
     assert set(man["files"]) == {"encoder.onnx", "head.onnx", "text_table.npz"}
     enc, head = man["graphs"]["encoder"], man["graphs"]["head"]
+    from edgefss.exporters.conv4d_forms import BACKEND_FORM
+
+    # the 4D-conv layout the head was written in is recorded; the encoder has none
+    assert head["conv4d_form"] == BACKEND_FORM[("onnxruntime", "fp32")] and "conv4d_form" not in enc
     assert enc["file"] == "encoder.onnx" and enc["input_names"] == ["image"]
     assert enc["inputs"]["image"] == {"shape": [1, 3, S_TLG, S_TLG], "dtype": "float32"}
     assert enc["outputs"]["feat_00"]["shape"][0] == 1

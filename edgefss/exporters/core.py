@@ -153,7 +153,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
         g.norm = BACKEND_NORM[o.backend]  # GroupNorm statistics (stable_norm.py)
     from edgefss.exporters.conv4d_forms import set_export_forms
 
-    set_export_forms(mg.graphs, o.backend, o.precision)  # how the 4D convs are written (conv4d_forms.py)
+    # how the 4D convs are written (conv4d_forms.py); {graph: form name} for the manifest
+    conv4d_forms = set_export_forms(mg.graphs, o.backend, o.precision)
     if mg.random_init:
         log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
             "toolchain, not model accuracy)")
@@ -230,7 +231,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
             from edgefss.exporters.text_graph import stage_text_encoder
 
             text_encoder = stage_text_encoder(o, table, work, w, log)
-        manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table)
+        manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table,
+                             conv4d_forms)
         if o.model == "tlg":  # where the query pseudo-masks come from on the device (runtime/cam.py)
             manifest["pseudo"] = cam if cam is not None else {"kind": "prior"}
         if text_encoder is not None:
@@ -347,7 +349,7 @@ def _gate(o, mg, fp32, feeds, work, builder, ref, engine, gate_eps, log) -> dict
     return entry
 
 
-def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table) -> dict:
+def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table, conv4d_forms=None) -> dict:
     fmt = get_format(o.backend, o.precision)
     ext = fmt.suffix
     graphs = {}
@@ -361,6 +363,9 @@ def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, tabl
             entry["precision"] = "fp32"
         if g.attention != PLAIN:
             entry["attention"] = g.attention  # the runtime must offer this op (ORT contrib / OpenVINO)
+        if name in (conv4d_forms or {}):
+            # how the 4D convs were written (exporters/conv4d_forms.py): same numbers, other op layout
+            entry["conv4d_form"] = conv4d_forms[name]
         graphs[name] = entry
     man = {
         "model": o.model, "variant": mg.variant, "backend": o.backend, "precision": o.precision,
