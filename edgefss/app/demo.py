@@ -104,7 +104,7 @@ def _stream(seg, src, pending: deque):
             yield frame
 
     with warnings.catch_warnings():
-        # without room for two stages the stream runs frame by frame, as this loop always did
+        # without room for a second frame in flight the stream runs frame by frame, as this loop always did
         warnings.filterwarnings("ignore", message="predict_stream: frames run one after the other")
         return seg.predict_stream(frames())
 
@@ -138,8 +138,9 @@ def run_demo(cfg: DemoConfig, segmenter: Segmenter | None = None, progress=None)
         ok, ema, t_start = False, None, time.perf_counter()
         pending, preds = deque(), None
         try:
-            # predict_stream: the encoder of frame t+1 runs while the head of frame t does, when the
-            # engine's threads leave room for both stages (--threads <= half the CPUs); else one by one
+            # predict_stream ("auto", runtime/stream.py): on a CPU, CPUs // threads frames in flight when
+            # --threads <= half the CPUs (results still in order); on a GPU the encoder of frame t+1
+            # beside the head of frame t; else one by one
             preds = _stream(seg, src, pending)
             t_prev = time.perf_counter()
             for pred in preds:

@@ -17,8 +17,9 @@ COLUMNS = ["Model", "Backend", "Precision", "Size", "Support ms", "Query p50", "
 COLUMN_NOTES = (
     "Support ms = set_support p50 (1-shot / K-shot); Query = predict with the support cached (p50 / p90 ms); "
     "Episode = set_support(1 shot) + the predict after it (p50 ms); Spread % = (p90 - p10) / p50 of the query; "
-    "FPS = 1000 / Query p50; Stream FPS = frames/s of Segmenter.predict_stream (encoder of frame t+1 beside the "
-    "head of frame t, the same threads split between the two stages), ×query = Stream FPS / FPS; ×torch = torch-eager-FP32 query p50 / this query p50 (same interleaved rounds); "
+    "FPS = 1000 / Query p50; Stream FPS = frames/s of Segmenter.predict_stream (schedule 'auto': on a CPU, "
+    "CPUs // (threads // 2) frames in flight, each a full predict on engines with half the threads; on a GPU the "
+    "encoder of frame t+1 beside the head of frame t), ×query = Stream FPS / FPS; ×torch = torch-eager-FP32 query p50 / this query p50 (same interleaved rounds); "
     "Agreement = share of query pixels with the baseline's label; Export s / MB = export wall time and peak RSS "
     "of the export process (cached: from the run that made the bundle); Runs agree = the first and second half "
     "of the rounds agree within 10 % on query and episode p50, and no query is slower than its episode.")

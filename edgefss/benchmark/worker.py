@@ -142,11 +142,11 @@ class Runner:
             self._load_stream(cfg)
 
     def _load_stream(self, cfg: dict) -> None:
-        """A second Segmenter on the same bundle for `predict_stream`: the same thread budget split
-        between its two stages (threads // 2 each, runtime/stream.py), so the stream row uses the
-        cores the single-query rows use."""
+        """A second Segmenter on the same bundle for `predict_stream`, loaded with threads // 2 so the
+        stream's "auto" schedule (runtime/stream.py) can keep frames in flight on the cores the
+        single-query rows use (CPU: CPUs // (threads // 2) frames, each a full predict)."""
         from edgefss.runtime import Segmenter
-        from edgefss.runtime.stream import can_overlap
+        from edgefss.runtime.stream import choose_schedule
 
         import warnings
 
@@ -158,11 +158,13 @@ class Runner:
         self.stream.set_support(self.sup[:1], [self.cls])
         n = int(cfg["stream_frames"])
         self.stream_frames = [self.queries[i % len(self.queries)] for i in range(n)]
-        self.stream_overlap = can_overlap(self.stream_threads, getattr(self.stream.backend, "device", "cpu"))[0]
+        self.stream_schedule, self.stream_workers, _ = choose_schedule(
+            self.stream_threads, getattr(self.stream.backend, "device", "cpu"))
+        self.stream_overlap = self.stream_schedule != "sequential"
         self.stream_round()  # warm-up
 
     def stream_round(self) -> float:
-        """ms per frame of `predict_stream` over the stream frames (the pipeline filled and drained)."""
+        """ms per frame of `predict_stream` over the stream frames (every frame's result consumed)."""
         import warnings
 
         t = time.perf_counter()
@@ -207,6 +209,7 @@ class Runner:
              "ops_path": getattr(self.pred, "ops_path", "torch (in-model)"), **self.extra}
         if self.stream is not None:
             d.update(stream_threads=self.stream_threads, stream_overlap=self.stream_overlap,
+                     stream_schedule=self.stream_schedule, stream_workers=self.stream_workers,
                      stream_frames=len(self.stream_frames))
         return d
 
