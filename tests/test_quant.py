@@ -309,10 +309,10 @@ def test_nncf_quantize_tiny_graph(tmp_path):
     assert c > 0.98
 
 
-def test_matmul_of_two_activations_stays_float(tmp_path):
-    """The policy keeps activation x activation MatMuls (correlations, attention scores) float.
-    ORT's QDQ quantizer ignores MatMulConstBOnly, so edgefss must exclude them itself; a weight read
-    through a Transpose is still a constant (that MatMul is quantized)."""
+def test_activation_matmuls_are_quantized_and_counted(tmp_path):
+    """Activation x activation MatMuls (correlations) are quantized like weight MatMuls (the policy
+    of quant/ort_int8.py), and the info the manifest records counts them; a weight read through a
+    Transpose is a constant, so that MatMul is not an activation MatMul."""
     from onnx import TensorProto, helper, numpy_helper
 
     from edgefss.quant.ort_int8 import activation_matmuls, exclusion_policy, quantize_onnx
@@ -338,13 +338,13 @@ def test_matmul_of_two_activations_stays_float(tmp_path):
     m.ir_version = 9
     onnx.save(m, str(tmp_path / "m.onnx"))
     assert activation_matmuls(m) == ["corr"]
-    assert "corr" in exclusion_policy(m, keep_last=False) and "proj_t" not in exclusion_policy(m, keep_last=False)
+    assert "corr" not in exclusion_policy(m, keep_last=False) and "norm" in exclusion_policy(m, keep_last=False)
     feeds = [{"x": rng.standard_normal((1, 6, 8)).astype(np.float32)} for _ in range(8)]
     info = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, keep_last=False)
-    assert info["quantizable_nodes"] == 3 and info["quantized_nodes"] == 3
+    assert info["quantizable_nodes"] == 4 and info["quantized_nodes"] == 4 and info["activation_matmuls_int8"] == 1
     q = onnx.load(str(tmp_path / "q.onnx"))
     dq_out = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     corr = next(n for n in q.graph.node if n.name == "corr")
-    assert not any(i in dq_out for i in corr.input)  # both correlation inputs float
+    assert all(i in dq_out for i in corr.input)  # both correlation inputs quantized
     proj_t = next(n for n in q.graph.node if n.name == "proj_t")
     assert proj_t.input[1] in dq_out  # the transposed weight is quantized

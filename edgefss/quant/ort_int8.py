@@ -5,11 +5,18 @@ Policy (deployment-notes §3, §0 "ViT quantization recipe"):
   Add, the Sinkhorn's ReduceMax/Exp/Log loop, resizes) is listed in `nodes_to_exclude`, which
   still calibrates all tensors (excluding by node, not by op type, avoids ORT's uncalibrated
   Softmax crash);
-- MatMuls whose both inputs are activations (attention, the correlation) stay float: cosine
-  similarities lose most of their signal in 8 bits. edgefss lists them in `nodes_to_exclude`
-  itself (`activation_matmuls`): ORT's `MatMulConstBOnly` option is honoured only by its QOperator
-  path; its QDQ MatMul quantizer ignores it (onnxruntime 1.32 quantization/operators/matmul.py,
-  QDQMatMul has no should_quantize), which had left every TLG/CST correlation in uint8;
+- MatMuls of two activations (TLG's and CST's cosine correlations, TLG's HT attention and plan
+  products) are quantized like the weight MatMuls, as the deployment notes direct ("quantize
+  Conv/MatMul/Gemm weights and inputs"; calibrate on episodes so the correlation inputs see real
+  ranges). ONNX Runtime's `MatMulConstBOnly` option would not keep them float anyway: only its
+  QOperator path reads it, its QDQ MatMul quantizer ignores it (onnxruntime 1.32
+  quantization/operators/matmul.py, QDQMatMul). Measured on 2026-11-29 with them kept float
+  instead: CST 400 px gate (random weights) 0.80 -> 0.82 mask IoU, but the TLG 400 px INT8 query fell
+  from 1.42x to 1.08x its FP32 query (`bench/latency.py --backends torch,onnxruntime --precisions
+  fp32,int8`), since the correlations are a fifth of TLG's head. The manifest counts them
+  (`activation_matmuls_int8`); the gate judges the graph with them, and its sensitivity search can
+  keep their groups float. The fused CST attention (com.microsoft.MultiHeadAttention) is not a
+  MatMul node and stays float;
 - in head graphs, the last quantizable layer before each output stays float;
 - the format follows the target instruction set (`FORMATS`, `format_for`, measured with
   bench/int8_formats.py): without VNNI, x86 integer GEMMs use vpmaddubsw, whose int16
@@ -173,23 +180,20 @@ def constant_tensors(model) -> set:
 
 def activation_matmuls(model) -> list[str]:
     """Names of the MatMul/Gemm nodes neither of whose two inputs is a constant (attention scores,
-    cosine correlations): the policy keeps them float."""
+    cosine correlations)."""
     const = constant_tensors(model)
     return [n.name for n in model.graph.node
             if n.op_type in ("MatMul", "Gemm") and not (n.input[0] in const or n.input[1] in const)]
 
 
 def quantizable_nodes(model) -> list[str]:
-    """Names of the nodes the policy may quantize: Conv/MatMul/Gemm, less the activation MatMuls."""
-    act = set(activation_matmuls(model))
-    return [n.name for n in model.graph.node if n.op_type in QUANT_OPS and n.name not in act]
+    """Names of the nodes the policy may quantize: every Conv/MatMul/Gemm."""
+    return [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
 
 
 def exclusion_policy(model, keep_last: bool, extra: tuple = ()) -> list[str]:
-    """Node names ORT must leave in float: all non-Conv/MatMul/Gemm, MatMuls of two activations,
-    heads' last layers, `extra`."""
+    """Node names ORT must leave in float: all non-Conv/MatMul/Gemm, heads' last layers, `extra`."""
     excl = {n.name for n in model.graph.node if n.op_type not in QUANT_OPS}
-    excl.update(activation_matmuls(model))
     if keep_last:
         excl.update(last_layers(model))
     excl.update(extra)
@@ -330,7 +334,7 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
             per_channel=per_channel, reduce_range=False,
             activation_type=getattr(q.QuantType, act), weight_type=getattr(q.QuantType, weight),
             nodes_to_exclude=excl, calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": True, "MatMulConstBOnly": True},
+            extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": True},
             calibration_cache_path=str(cache_path),  # the ranges `calibrate` wrote: no second calibration
         )
     finally:
@@ -343,6 +347,8 @@ def quantize_onnx(fp32_path, out_path, feeds: list, keep_last: bool, extra_exclu
     dq_consumers = _quantized_nodes(qmodel)
     return {
         "quantized_nodes": len([n for n in quantizable if n in dq_consumers]),
+        # correlations / attention products in INT8 (module docstring): said, not hidden
+        "activation_matmuls_int8": len([n for n in activation_matmuls(model) if n in dq_consumers]),
         "quantizable_nodes": len(quantizable),
         "excluded_last": last_layers(model) if keep_last else [],
         "extra_excluded": sorted(extra_exclude),
