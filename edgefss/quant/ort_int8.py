@@ -11,9 +11,10 @@ Policy (deployment-notes §3, §0 "ViT quantization recipe"):
   ranges). ONNX Runtime's `MatMulConstBOnly` option would not keep them float anyway: only its
   QOperator path reads it, its QDQ MatMul quantizer ignores it (onnxruntime 1.32
   quantization/operators/matmul.py, QDQMatMul). Measured on 2026-11-29 with them kept float
-  instead: CST 400 px gate (random weights) 0.80 -> 0.82 mask IoU, but the TLG 400 px INT8 query fell
-  from 1.42x to 1.08x its FP32 query (`bench/latency.py --backends torch,onnxruntime --precisions
-  fp32,int8`), since the correlations are a fifth of TLG's head. The manifest counts them
+  instead: CST 400 px gate (random weights) 0.80 -> 0.82 mask IoU; TLG 400 px INT8 query 1.08x its
+  FP32 query in that run vs 1.25x with them quantized in the next (`bench/latency.py --backends
+  torch,onnxruntime --precisions fp32,int8`, one run each, INT8 halves disagreeing by > 10 % in
+  both), the correlations being a fifth of TLG's head. The manifest counts them
   (`activation_matmuls_int8`); the gate judges the graph with them, and its sensitivity search can
   keep their groups float. The fused CST attention (com.microsoft.MultiHeadAttention) is not a
   MatMul node and stays float;
