@@ -226,6 +226,8 @@ def test_tlg_int8_gate_on_real_images(tmp_path, tlg_fp32):
     assert all(0.5 < c <= 1.0 + 1e-9 for c in g["output_cosine_min"].values())
     assert q["calibration"]["episodes"] == 6 and q["calibration"]["images"] == 12 and "gate" not in q
     assert q["graphs"]["head"]["excluded_last"] and q["graphs"]["encoder"]["quantized_nodes"] > 40
+    # the head's correlations are INT8 and the manifest says so; the ResNet encoder has none
+    assert q["graphs"]["head"]["activation_matmuls_int8"] > 0 == q["graphs"]["encoder"]["activation_matmuls_int8"]
     from edgefss.quant.ort_int8 import describe_format
 
     for name in ("encoder", "head"):  # the method names the format each graph was really quantized to
