@@ -103,15 +103,20 @@ def test_pipeline_keeps_order_and_bounds_lookahead():
     assert max(ahead) <= 2  # one result queued + one being encoded
 
 
-def test_early_break_stops_worker_and_reading():
-    pulled = []
-
+def _counting(pulled: list):
+    """A generator function yielding 0, 1, 2, ... forever, appending each value to `pulled` first."""
     def endless():
         i = 0
         while True:
             pulled.append(i)
             yield i
             i += 1
+    return endless
+
+
+def test_early_break_stops_worker_and_reading():
+    pulled = []
+    endless = _counting(pulled)
 
     t = time.perf_counter()
     it = S.pipelined(endless(), lambda x: x, lambda x: x)
@@ -303,13 +308,7 @@ def test_frames_errors_surface_at_their_frame():
 
 def test_frames_early_break_stops_workers_and_reading():
     pulled = []
-
-    def endless():
-        i = 0
-        while True:
-            pulled.append(i)
-            yield i
-            i += 1
+    endless = _counting(pulled)
 
     it = S.frame_parallel(endless(), lambda x: (time.sleep(0.01), x)[1], workers=2)
     for y in it:

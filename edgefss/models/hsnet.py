@@ -125,12 +125,16 @@ class Conv4dForm:
 EAGER_FORM = Conv4dForm()
 
 
+def _geometry(conv: nn.Conv2d, a: int, b: int):
+    """(strides, paddings, output size over an (a, b) plane, out channels) of a 2D conv."""
+    (k0, k1), (s0, s1), (p0, p1) = conv.kernel_size, conv.stride, conv.padding
+    return (s0, s1), (p0, p1), ((a + 2 * p0 - k0) // s0 + 1, (b + 2 * p1 - k1) // s1 + 1), conv.out_channels
+
+
 def conv_outer(x: torch.Tensor, conv: nn.Conv2d, form: str) -> torch.Tensor:
     """`conv` over dims (2,3) of x (B,C,H,W,h,w) float32 -> (B,Cout,H',W',h,w); form as Conv4dForm.outer."""
     B, C, H, W, h, w = x.shape
-    (k0, k1), (s0, s1), (p0, p1) = conv.kernel_size, conv.stride, conv.padding
-    H2, W2 = (H + 2 * p0 - k0) // s0 + 1, (W + 2 * p1 - k1) // s1 + 1
-    cout = conv.out_channels
+    (s0, s1), (p0, p1), (H2, W2), cout = _geometry(conv, H, W)
     if form == "perm":
         y = conv(x.permute(0, 4, 5, 1, 2, 3).reshape(B * h * w, C, H, W))
         return y.reshape(B, h, w, cout, H2, W2).permute(0, 3, 4, 5, 1, 2)
@@ -139,7 +143,7 @@ def conv_outer(x: torch.Tensor, conv: nn.Conv2d, form: str) -> torch.Tensor:
                      stride=(s0, s1, 1), padding=(p0, p1, 0))
         return y.reshape(B, cout, H2, W2, h, w)
     if form == "dil":
-        if (s0, s1) != (1, 1) or 2 * p1 != k1 - 1:
+        if (s0, s1) != (1, 1) or 2 * p1 != conv.kernel_size[1] - 1:
             raise ValueError("conv_outer form 'dil' needs stride 1 and 'same' padding")
         M = h * w
         # the W taps land M apart; zero padding of p1*M covers exactly the out-of-range neighbours
@@ -151,9 +155,7 @@ def conv_outer(x: torch.Tensor, conv: nn.Conv2d, form: str) -> torch.Tensor:
 def conv_inner(x: torch.Tensor, conv: nn.Conv2d, form: str) -> torch.Tensor:
     """`conv` over dims (4,5) of x (B,C,H,W,h,w) float32 -> (B,Cout,H,W,h',w'); form as Conv4dForm.inner."""
     B, C, H, W, h, w = x.shape
-    (k0, k1), (s0, s1), (p0, p1) = conv.kernel_size, conv.stride, conv.padding
-    h2, w2 = (h + 2 * p0 - k0) // s0 + 1, (w + 2 * p1 - k1) // s1 + 1
-    cout = conv.out_channels
+    (s0, s1), (p0, p1), (h2, w2), cout = _geometry(conv, h, w)
     if form == "perm":
         y = conv(x.permute(0, 2, 3, 1, 4, 5).reshape(B * H * W, C, h, w))
         return y.reshape(B, H, W, cout, h2, w2).permute(0, 3, 1, 2, 4, 5)
