@@ -24,15 +24,14 @@ import math
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from edgefss._version import __version__
 from edgefss.errors import BundleError, InputError
+from edgefss.signals import _Terminated, deferred_signals, unwind_on_signals  # noqa: F401 (re-exported)
 
 FORMAT = "edgefss-bundle"
 # 2: the manifest carries `manifest_sha256` over its own canonical JSON (1 had none: re-export)
@@ -172,36 +171,6 @@ def check_output_dir(out_dir) -> Path:
                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); move them "
                                  "out first, or choose another --out; nothing was written")
     return out
-
-
-class _Terminated(SystemExit):
-    """SIGTERM/SIGHUP turned into an exception, so `with` blocks remove their staging folders."""
-
-
-@contextlib.contextmanager
-def unwind_on_signals(signals=(signal.SIGTERM, getattr(signal, "SIGHUP", None))):
-    """While inside, SIGTERM (and SIGHUP) raise SystemExit(128 + signum) like Ctrl-C raises
-    KeyboardInterrupt, so cleanup code runs; the previous handlers are restored on exit. Only
-    the main thread can install handlers: elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    def raise_exit(signum, frame):
-        raise _Terminated(128 + signum)
-
-    old = {}
-    for sig in signals:
-        if sig is None:
-            continue
-        prev = signal.getsignal(sig)
-        if prev in (signal.SIG_DFL, None):  # someone else's handler is theirs to keep
-            old[sig] = prev
-            signal.signal(sig, raise_exit)
-    try:
-        yield
-    finally:
-        for sig, prev in old.items():
-            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
 
 
 def _remove_stale_workdirs(root: Path, max_age_s: float = 6 * 3600) -> list[Path]:
@@ -366,20 +335,26 @@ class BundleWriter:
         _fsync_dir(self.tmp)
         check_output_dir(self._given)  # again: the user may have put files there during the export
         old = None
-        if self.out_dir.exists() and _exchange(self.tmp, self.out_dir):
-            old = self.tmp  # the swap put the previous bundle here; out_dir was never absent
-        elif self.out_dir.exists():
-            # no atomic swap on this OS/filesystem: two renames, with a moment where out_dir is
-            # absent; recover_stale() puts '.name.old-PID' back if a kill lands in that moment
-            old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}"
-            self.out_dir.replace(old)
-            self.tmp.replace(self.out_dir)
-        else:
-            self.tmp.replace(self.out_dir)
-        _fsync_dir(self.out_dir.parent)
-        self.committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # a Ctrl-C/SIGTERM landing between the renames and `committed` would make __exit__ remove
+        # what the renames just put in place: they and their record happen together
+        try:
+            with deferred_signals():
+                if self.out_dir.exists() and _exchange(self.tmp, self.out_dir):
+                    old = self.tmp  # the swap put the previous bundle here; out_dir was never absent
+                elif self.out_dir.exists():
+                    # no atomic swap on this OS/filesystem: two renames, with a moment where out_dir is
+                    # absent; recover_stale() puts '.name.old-PID' back if a SIGKILL lands in that moment
+                    old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}"
+                    self.out_dir.replace(old)
+                    self.tmp.replace(self.out_dir)
+                else:
+                    self.tmp.replace(self.out_dir)
+                self.committed = True
+        finally:  # also when a held signal is delivered at the end of the block
+            if self.committed:
+                _fsync_dir(self.out_dir.parent)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
         return self.out_dir
 
 

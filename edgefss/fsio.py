@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefss.errors import EdgeFSSError, InputError, require
+from edgefss.signals import deferred_signals
 
 
 class OutputError(EdgeFSSError, OSError):
@@ -48,6 +49,13 @@ def write_bytes_atomic(path, data: bytes, what: str = "output") -> Path:
         OutputError: "<what>: cannot write '<path>': <reason>", nothing left behind.
     """
     path = Path(path)
+    # a signal inside mkstemp or between the rename and `tmp = None` could leave a temp behind or
+    # count a written file as failed: one write is short, so Ctrl-C/SIGTERM wait for its end
+    with deferred_signals():
+        return _write_bytes_atomic(path, data, what)
+
+
+def _write_bytes_atomic(path: Path, data: bytes, what: str) -> Path:
     tmp = None
     try:
         if path.is_dir():

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgefss.errors import InputError, require
 from edgefss.fsio import OutputError, unique_path, write_png_atomic
+from edgefss.signals import deferred_signals
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
@@ -28,11 +29,18 @@ def _stderr(msg: str) -> None:
 
 class FrameSink:
     """Base class: `write(name, rgb)` one annotated (H, W, 3) uint8 RGB frame; returns False to stop.
-    `close(ok)` finishes the output and returns a line saying what was written (or None)."""
+    `close(ok)` finishes the output and returns a line saying what was written (or None).
+    Subclasses implement `_put`, which writes the frame and counts it in `frames`."""
 
     frames = 0
 
     def write(self, name: str, rgb: np.ndarray) -> bool:
+        # a Ctrl-C/SIGTERM between writing a frame and counting it would make the "kept the N
+        # frames" line disagree with the file: the two happen together, the signal right after
+        with deferred_signals():
+            return self._put(name, rgb)
+
+    def _put(self, name: str, rgb: np.ndarray) -> bool:
         raise NotImplementedError
 
     def close(self, ok: bool = True) -> str | None:
@@ -49,7 +57,7 @@ class PngSink(FrameSink):
         self.taken: set = set()
         self.frames = 0
 
-    def write(self, name, rgb):
+    def _put(self, name, rgb):
         # two sources may yield one name (0001.jpg, 0001.png): never overwrite this run's frames
         write_png_atomic(unique_path(self.folder / f"{name}.png", self.taken), rgb, what="output")
         self.frames += 1
@@ -77,7 +85,7 @@ class VideoSink(FrameSink):
         self.resized = 0
         self.log = log
 
-    def write(self, name, rgb):
+    def _put(self, name, rgb):
         h, w = rgb.shape[:2]
         if self.writer is None:  # the frame size is known only now
             self.size = (w, h)
@@ -131,7 +139,7 @@ class WindowSink(FrameSink):
         self.cv2 = require("cv2", "showing a window")
         self.title = title
 
-    def write(self, name, rgb):
+    def _put(self, name, rgb):
         self.cv2.imshow(self.title, rgb[:, :, ::-1])
         return (self.cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
