@@ -20,7 +20,9 @@ import signal
 import threading
 
 # the signals a user or a supervisor sends to stop a run; SIGHUP is absent on Windows
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+_SIGHUP = getattr(signal, "SIGHUP", None)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, _SIGHUP) if s is not None)
+END_SIGNALS = STOP_SIGNALS[1:]  # the ones without a Python exception of their own
 
 
 class _Terminated(SystemExit):
@@ -32,7 +34,7 @@ def _in_main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def unwind_on_signals(signals=(signal.SIGTERM, getattr(signal, "SIGHUP", None))):
+def unwind_on_signals(signals=END_SIGNALS):
     """While inside, SIGTERM (and SIGHUP) raise SystemExit(128 + signum) like Ctrl-C raises
     KeyboardInterrupt, so cleanup code runs; the previous handlers are restored on exit. A handler
     someone else installed is theirs to keep. Main thread only: elsewhere this does nothing."""
@@ -45,8 +47,6 @@ def unwind_on_signals(signals=(signal.SIGTERM, getattr(signal, "SIGHUP", None)))
 
     old = {}
     for sig in signals:
-        if sig is None:
-            continue
         prev = signal.getsignal(sig)
         if prev in (signal.SIG_DFL, None):
             old[sig] = prev

@@ -29,33 +29,30 @@ def _frame(i: int) -> np.ndarray:
 
 def test_deferred_signal_arrives_after_the_whole_block():
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            signal.raise_signal(signal.SIGINT)
-            done.append("effect")
-            done.append("record")
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        signal.raise_signal(signal.SIGINT)
+        done.append("effect")
+        done.append("record")
     assert done == ["effect", "record"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_deferred_sigterm_unwinds_with_its_exit_code_after_the_block():
     done = []
-    with pytest.raises(_Terminated) as exc:
-        with unwind_on_signals(), deferred_signals():
-            signal.raise_signal(signal.SIGTERM)
-            done.append("effect")
+    with pytest.raises(_Terminated) as exc, unwind_on_signals(), deferred_signals():
+        signal.raise_signal(signal.SIGTERM)
+        done.append("effect")
     assert done == ["effect"] and exc.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_nested_sections_deliver_once_at_the_outer_end():
     seen = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
         with deferred_signals():
-            with deferred_signals():
-                signal.raise_signal(signal.SIGINT)
-                signal.raise_signal(signal.SIGINT)
-            seen.append("after inner")
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        seen.append("after inner")
     assert seen == ["after inner"]
 
 
