@@ -9,6 +9,9 @@ half of the rounds agree within 10 %) or --max-rounds / the time budget is reach
 - the first and second half of the rounds are two consecutive runs: their medians must agree
   within 10 % (`--compare PREV.json` also checks an earlier invocation);
 - a query never reads slower than its episode (each episode contains a query by construction).
+Each timed query also records the process's own CPU time and the share of the CPUs other processes
+and the hypervisor (steal) took meanwhile (benchmark/contention.py), so a disagreement says whether
+the engine varied or the machine did.
 Ratios (×torch) are of medians of the same interleaved rounds.
 """
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from edgefss.benchmark import machine as M
 from edgefss.benchmark import report as R
+from edgefss.benchmark.contention import explain
 from edgefss.benchmark.stats import AGREE_TOL, halves_agree, is_stable, rel_diff, summarize
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "fake")
@@ -255,7 +259,8 @@ def measure_group(rows: list[dict], cfgs: list[dict], args, env: dict, out: Path
         row.update(res)
         if res.get("status") == "ok":
             live.append((row, cfg, w, {k: [] for k in ("support_1shot", "query_first", "episode", "query",
-                                                       "encode", "support_kshot", "stream_frame")}))
+                                                       "encode", "support_kshot", "stream_frame",
+                                                       "query_own_cpu", "query_foreign_pct")}))
         else:
             w.close()
     rounds = 0
@@ -315,6 +320,15 @@ def summarize_row(row: dict, smp: dict, rounds: int, args) -> None:
     for k in ("query", "episode"):
         agree, d, meds = halves_agree(smp[k], AGREE_TOL)
         checks[k] = {"agree": agree, "diff_pct": 100 * d, "run_p50": meds}
+    if smp.get("query_own_cpu"):
+        # what each half of the rounds got of the machine: explains a disagreement (contention.explain)
+        h = len(smp["query_own_cpu"]) // 2 or 1
+        own, fr = smp["query_own_cpu"], smp.get("query_foreign_pct") or []
+        row["query_own_cpu_ms"] = summarize(own)
+        checks["query"]["own_cpu_p50"] = [float(np.median(own[:h])), float(np.median(own[h:] or own))]
+        if len(fr) == len(own):
+            row["foreign_cpu_pct"] = float(np.median(fr))
+            checks["query"]["foreign_pct"] = [float(np.median(fr[:h])), float(np.median(fr[h:] or fr))]
     row["runs"] = checks
     row["query_le_episode"] = row["query_ms"]["p50"] <= row["episode_ms"]["p50"]
     row["trusted"] = bool(row["query_le_episode"] and all(c["agree"] for c in checks.values()))
@@ -366,14 +380,22 @@ def consistency_lines(rows: list[dict]) -> list[str]:
         name = f"{r['model']} {r['backend']} {r['precision']} {r['size']}"
         for k, c in r["runs"].items():
             if not c["agree"]:
+                why = ""
+                if "own_cpu_p50" in c:
+                    why = "; " + explain(c["run_p50"], c["own_cpu_p50"], c.get("foreign_pct", [None, None]))
                 lines.append(f"consistency: WARNING {name}: the two halves of the run disagree on {k} p50 "
-                             f"({c['run_p50'][0]:.1f} vs {c['run_p50'][1]:.1f} ms, {c['diff_pct']:.0f} % > 10 %)")
+                             f"({c['run_p50'][0]:.1f} vs {c['run_p50'][1]:.1f} ms, {c['diff_pct']:.0f} % > 10 %)"
+                             + why)
         if not r["query_le_episode"]:
             lines.append(f"consistency: WARNING {name}: query p50 {r['query_ms']['p50']:.1f} ms > episode p50 "
                          f"{r['episode_ms']['p50']:.1f} ms")
         if not r.get("stable"):
             lines.append(f"consistency: note {name}: medians not yet stable after {r['rounds']} rounds "
                          f"(--max-rounds or the time budget stopped it)")
+    fr = [r["foreign_cpu_pct"] for r in ok if r.get("foreign_cpu_pct") is not None]
+    if fr:
+        lines.append(f"contention: other processes and steal took {float(np.median(fr)):.0f} % (row medians up "
+                     f"to {max(fr):.0f} %) of the CPUs while queries were timed")
     if ok and not any("WARNING" in ln for ln in lines):
         lines.append(f"consistency: all {len(ok)} rows: first and second half of the rounds agree within 10 %, "
                      "no query slower than its episode")

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from edgefss.benchmark.contention import Window, share_pct
 from edgefss.benchmark.machine import REPO, peak_rss_mb
 
 
@@ -187,10 +188,13 @@ class Runner:
         t1 = time.perf_counter()
         p.predict(q)
         t2 = time.perf_counter()
+        win = Window()  # who else had the CPUs during the steady query (a slow sample's cause)
         r = p.predict(q)
         t3 = time.perf_counter()
+        used = win.close()
         out = {"support_1shot": _ms(t0, t1), "query_first": _ms(t1, t2), "episode": _ms(t0, t2),
-               "query": _ms(t2, t3), "encode": (getattr(r, "timings", None) or {}).get("encode")}
+               "query": _ms(t2, t3), "encode": (getattr(r, "timings", None) or {}).get("encode"),
+               "query_own_cpu": used["own_cpu_ms"], "query_foreign_pct": share_pct(used, os.cpu_count() or 1)}
         if shots5 and self.shots > 1:
             t = time.perf_counter()
             p.set_support(self.sup[:self.shots], [self.cls] * self.shots)
