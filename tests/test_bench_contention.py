@@ -1,5 +1,6 @@
 """Per-sample contention accounting (edgefss/benchmark/contention.py): a slow benchmark sample is
-attributed to the engine (its own CPU time moved) or to the machine (other processes / steal)."""
+attributed to the engine (its own CPU time moved) or to the machine (other processes / steal); and
+a cached bundle is reused only when the same code exported it."""
 
 from __future__ import annotations
 
@@ -77,3 +78,39 @@ def E_parser():
     p = argparse.ArgumentParser()
     E.add_arguments(p)
     return p
+
+
+def test_cached_bundle_is_reused_only_when_the_same_code_exported_it(tmp_path, monkeypatch):
+    from edgefss.benchmark import machine as M
+
+    calls = []
+
+    def fake_export(cfg, env, timeout_s):
+        calls.append(cfg["path"])
+        Path(cfg["path"]).mkdir(parents=True, exist_ok=True)
+        (Path(cfg["path"]) / "manifest.json").write_text("{}")
+        return {"status": "ok", "export_s": 1.0, "export_peak_rss_mb": 10.0}
+
+    monkeypatch.setattr(E, "run_export", fake_export)
+    row = {"model": "tlg", "size": 64, "backend": "onnxruntime", "precision": "fp32"}
+    first = E.bundle_for(row, tmp_path, {}, 60, None)
+    again = E.bundle_for(row, tmp_path, {}, 60, None)
+    assert len(calls) == 1 and not first["export_cached"] and again["export_cached"]
+    monkeypatch.setattr(M, "source_sha256", lambda: "f" * 64)  # the code changed since
+    changed = E.bundle_for(row, tmp_path, {}, 60, None)
+    assert len(calls) == 2 and not changed["export_cached"] and changed["replaced_stale_bundle"]
+
+
+def test_source_hash_follows_the_package_sources(tmp_path):
+    from edgefss.benchmark import machine as M
+
+    pkg = tmp_path / "edgefss"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "models" / "tlg.py").write_text("x = 1\n")
+    (pkg / "notes.txt").write_text("not code")
+    a = M.source_sha256(pkg)
+    (pkg / "notes.txt").write_text("changed, still not code")
+    assert M.source_sha256(pkg) == a
+    (pkg / "models" / "tlg.py").write_text("x = 2\n")
+    assert M.source_sha256(pkg) != a
+    assert len(M.source_sha256()) == 64

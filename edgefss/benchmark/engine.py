@@ -220,16 +220,22 @@ def bundle_for(row: dict, out: Path, env: dict, timeout_s: float, ckpt) -> dict:
     name = f"{row['model']}_{row['size']}_{row['backend']}_{row['precision']}" + ("" if ckpt is None else "_ckpt")
     path = out / "bundles" / name
     side = out / "bundles" / f"{name}.export.json"
+    code = M.source_sha256()
+    stale = None
     if (path / "manifest.json").is_file():
         prev = json.loads(side.read_text()) if side.is_file() else {}
-        return {"bundle": str(path), "bundle_mb": dir_mb(path), "export_cached": True,
-                "export_s": prev.get("export_s"), "export_peak_rss_mb": prev.get("export_peak_rss_mb")}
+        if prev.get("source_sha256") == code:
+            return {"bundle": str(path), "bundle_mb": dir_mb(path), "export_cached": True,
+                    "export_s": prev.get("export_s"), "export_peak_rss_mb": prev.get("export_peak_rss_mb")}
+        # exported by other code (or by a benchmark that did not record it): its timings would not
+        # be this code's, so it is exported again
+        stale = prev.get("source_sha256", "unrecorded")[:12]
     res = run_export(dict(model=row["model"], backend=row["backend"], precision=row["precision"], size=row["size"],
                           path=str(path), checkpoint=ckpt), env, timeout_s)
     if res.get("status") != "ok":
         return {"status": res["status"]}
-    R.write_json(side, {k: res[k] for k in ("export_s", "export_peak_rss_mb")})
-    return {"bundle": str(path), "bundle_mb": dir_mb(path), "export_cached": False,
+    R.write_json(side, {**{k: res[k] for k in ("export_s", "export_peak_rss_mb")}, "source_sha256": code})
+    return {"bundle": str(path), "bundle_mb": dir_mb(path), "export_cached": False, "replaced_stale_bundle": stale,
             "export_s": res["export_s"], "export_peak_rss_mb": res["export_peak_rss_mb"]}
 
 
@@ -470,6 +476,9 @@ def header(m: dict, args) -> str:
         f"until medians move <= {100 * args.stable_tol:.0f} %; weights: "
         + (", ".join(f"{k}={v}" for k, v in args.checkpoints.items()) or "random init (latency only)"),
     ]
+    if m.get("source_sha256"):
+        lines.append(f"code: edgefss sources sha256 {m['source_sha256'][:12]} (cached bundles are reused only "
+                     "when exported by the same code)")
     if m.get("device"):
         lines.append(f"device: {m['device']}")
     return "\n".join(lines)
@@ -485,6 +494,7 @@ def run(args, log=print) -> int:
     m.update(threads=args.threads, gpu=M.gpu_info(), load_start=M.load_average(), python=sys.version.split()[0],
              device=M.device_info())
     m["peaks"] = M.isa_peaks(args.threads, M.peaks_binary(out / "peaks_build", log))
+    m["source_sha256"] = M.source_sha256()  # the code every figure of this run came from
     log(header(m, args))
     plan = build_plan(args)
     rows = [{"model": mo, "backend": be, "precision": p, "size": s, "threads": args.threads, "baseline": b}

@@ -138,3 +138,18 @@ def reference_peak(peaks: dict, precision: str) -> tuple[str, float] | None:
         return None
     best = max(have, key=have.get)
     return best, have[best]
+
+
+def source_sha256(pkg: Path | None = None) -> str:
+    """SHA-256 over the edgefss package's Python sources (path + bytes, sorted): the code a figure
+    or a cached bundle came from. Any edit changes it, so a benchmark never reuses a bundle that
+    older code exported."""
+    import hashlib
+
+    pkg = Path(pkg) if pkg is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(p.relative_to(pkg).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
