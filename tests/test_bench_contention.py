@@ -114,3 +114,16 @@ def test_source_hash_follows_the_package_sources(tmp_path):
     (pkg / "models" / "tlg.py").write_text("x = 2\n")
     assert M.source_sha256(pkg) != a
     assert len(M.source_sha256()) == 64
+
+
+def test_variance_probe_finds_the_slow_stretches():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("variance_probe", Path(__file__).resolve().parents[1] / "bench" / "variance_probe.py")
+    vp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vp)
+    q = np.array([100, 101, 99, 140, 139, 100, 100, 135, 100, 150], float)
+    assert vp._slow_stretches(q, 0.10) == [[3, 4], [7, 7], [9, 9]]
+    assert vp._slow_stretches(np.full(5, 100.0), 0.10) == []
