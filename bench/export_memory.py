@@ -7,7 +7,7 @@ Runs `edgefss.exporters.export` in this process (defaults otherwise: 24 calibrat
 `[elapsed s, RSS now, peak RSS since the previous line]`, sampled every 0.1 s by a thread (psutil),
 then the process's peak RSS (getrusage ru_maxrss, what `/usr/bin/time -v` reports) and the wall
 time. The phases are the exporter's own functions (load_graphs, verify_graphs, calibration_feeds,
-quantize_onnx, _stage_backend, _gate), wrapped for the run. Random weights unless --checkpoint;
+quantize_onnx or quantize_ov, _stage_backend, _gate), wrapped for the run. Random weights unless --checkpoint;
 the gate is then usually "uninformative" and the bundle is written (add --force for a failed gate).
 """
 
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     import psutil
 
     import edgefss.exporters.core as core
+    import edgefss.quant.nncf_int8 as nncf_int8
     import edgefss.quant.ort_int8 as ort_int8
     from edgefss.exporters import export
 
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
     for n in ("load_graphs", "verify_graphs", "calibration_feeds", "_stage_backend", "_gate"):
         wrap(core, n)
     wrap(ort_int8, "quantize_onnx")  # core imports it when it quantizes: the wrapped one
+    wrap(nncf_int8, "quantize_ov")  # the OpenVINO INT8 path, once per graph
     log("start")
     export(a.model, checkpoint=a.checkpoint, backend=a.backend, int8=a.int8 or None, imgsz=a.imgsz, out=a.out,
            force=a.force or None, log=log)
