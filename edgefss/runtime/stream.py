@@ -65,26 +65,6 @@ def stream_threads() -> int:
     return max(1, usable_cpus() // 2)
 
 
-def can_overlap(threads: int | None, device: str | None = "cpu") -> tuple[bool, str]:
-    """Whether the encoder and head stages may run at the same time, and why not.
-
-    Args:
-        threads: the engine's intra-op threads (None: the engine's default, usually all cores).
-        device: the engine's device ('cpu', 'cuda', 'GPU', ...).
-    """
-    if device is not None and str(device).lower() not in ("cpu",):
-        return True, ""
-    n = usable_cpus()
-    if n < 2:
-        return False, f"this process may use {n} CPU, so the encoder and head stages cannot overlap"
-    if threads is None or 2 * threads > n:
-        t = "the engine's default (all cores)" if threads is None else f"{threads}"
-        return False, (f"the Segmenter's engines use {t} threads each; two stages running at once would "
-                       f"oversubscribe the {n} usable CPUs. Load it with threads={stream_threads()} "
-                       "(edgefss.runtime.stream.stream_threads()) for frames to overlap")
-    return True, ""
-
-
 def pipelined(items: Iterable, first: Callable, second: Callable, depth: int = 1,
               overlap: bool = True) -> Iterator:
     """Yield `second(first(x))` for every x of `items`, in order.
