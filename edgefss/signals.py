@@ -34,6 +34,23 @@ def _in_main_thread() -> bool:
 
 
 @contextlib.contextmanager
+def _handlers(signals, handler, take):
+    """Install `handler` for each of `signals` whose current handler passes `take(prev)`; put the
+    previous ones back on exit (None, a handler from outside Python, goes back as SIG_DFL)."""
+    old = {}
+    for sig in signals:
+        prev = signal.getsignal(sig)
+        if take(prev):
+            old[sig] = prev
+            signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, prev in old.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def unwind_on_signals(signals=END_SIGNALS):
     """While inside, SIGTERM (and SIGHUP) raise SystemExit(128 + signum) like Ctrl-C raises
     KeyboardInterrupt, so cleanup code runs; the previous handlers are restored on exit. A handler
@@ -45,17 +62,8 @@ def unwind_on_signals(signals=END_SIGNALS):
     def raise_exit(signum, frame):
         raise _Terminated(128 + signum)
 
-    old = {}
-    for sig in signals:
-        prev = signal.getsignal(sig)
-        if prev in (signal.SIG_DFL, None):
-            old[sig] = prev
-            signal.signal(sig, raise_exit)
-    try:
+    with _handlers(signals, raise_exit, lambda prev: prev in (signal.SIG_DFL, None)):
         yield
-    finally:
-        for sig, prev in old.items():
-            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -73,18 +81,11 @@ def deferred_signals(signals=STOP_SIGNALS):
         if signum not in arrived:
             arrived.append(signum)
 
-    old = {}
-    for sig in signals:
-        prev = signal.getsignal(sig)
-        if prev is signal.SIG_IGN or prev is None:  # None: installed outside Python; leave it be
-            continue
-        old[sig] = prev
-        signal.signal(sig, note)
+    # ignored signals stay ignored; None (a handler installed outside Python) is left to itself
     try:
-        yield
+        with _handlers(signals, note, lambda prev: prev is not signal.SIG_IGN and prev is not None):
+            yield
     finally:
-        for sig, prev in old.items():
-            signal.signal(sig, prev)
         for sig in arrived:
             # the restored handler runs now: a Python one raises here, SIG_DFL ends the process as
             # it would have without the block
