@@ -182,3 +182,20 @@ def test_exported_tiny_tlg_head_in_the_new_form_equals_torch_on_openvino(tiny_he
     out = c.create_infer_request().infer(feeds)
     for name, b in zip(io["outputs"], ref):
         assert np.abs(out[name] - b).max() <= 1e-4, name
+
+
+def test_openvino_int8_export_writes_the_head_in_its_form_and_stays_close_to_fp32(tmp_path):
+    """OpenVINO INT8 (NNCF) quantizes the head in the form BACKEND_FORM names for it: the bundle
+    records the form, and the gate's INT8-vs-FP32 output cosines show the graph still computes the
+    head (a wrong form would decorrelate them)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from edgefss.bundle import read_manifest
+    from edgefss.exporters import export
+
+    out = export("tlg", backend="openvino", int8=True, imgsz=64, out=str(tmp_path / "b"), verify_episodes=1,
+                 force=True, log=lambda *_: None)
+    man = read_manifest(out)
+    assert man["graphs"]["head"]["conv4d_form"] == BACKEND_FORM[("openvino", "int8")] == "dil_c3d_swap"
+    cos = man["gate"]["output_cosine_min"]
+    assert min(v for k, v in cos.items() if k.startswith("head.")) > 0.8, cos

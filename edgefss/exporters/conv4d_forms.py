@@ -29,7 +29,7 @@ FORMS = {
 }
 
 # (backend, precision) -> FORMS key the TLG head is exported with; a pair not listed (TensorRT,
-# OpenVINO INT8/FP16: not measured) keeps the eager form. Measured on the 2-core AVX-512/VNNI EPYC
+# OpenVINO FP16: not measured) keeps the eager form. Measured on the 2-core AVX-512/VNNI EPYC
 # under load, interleaved, learner of both directions at 400 px (docs/conv4d.md has the tables):
 #   python bench/conv4d_forms.py --backends ort_int8,ov_fp32 --forms eager,dil_perm_c3d_swap,...
 #   ORT FP32: dil_perm_c3d_swap 1.17x eager (CPU time; wall 1.12x); the Conv3d over the support pair
@@ -38,10 +38,13 @@ FORMS = {
 #   OpenVINO FP32: dil_c3d_swap 1.56x (wall 1.60x); c3d_swap 1.52x, dil_perm_c3d_swap 1.40x.
 # Whole TLG head at 400 px (bench/conv4d_forms.py --what head), CPU time x eager: ORT FP32 1.08x,
 # ORT INT8 1.13x (dil_perm_c3d_swap), OpenVINO FP32 1.32x (dil_c3d_swap; wall 1.41x).
+# OpenVINO INT8 (NNCF), whole 400 px TLG bundles A/B on the idle machine (bench/bundle_ab.py):
+#   dil_c3d_swap 1.54x eager per query (head 677 -> 421 ms); c3d_swap 1.01x dil_c3d_swap.
 BACKEND_FORM: dict[tuple[str, str], str] = {
     ("onnxruntime", "fp32"): "dil_perm_c3d_swap",
     ("onnxruntime", "int8"): "dil_perm_c3d_swap",
     ("openvino", "fp32"): "dil_c3d_swap",
+    ("openvino", "int8"): "dil_c3d_swap",
 }
 
 
