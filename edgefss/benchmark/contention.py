@@ -81,4 +81,5 @@ def explain(wall: list[float], own_cpu: list[float], foreign: list[float | None]
         return (f"other processes/steal took {f0:.0f} % vs {f1:.0f} % of the CPUs: contention from outside "
                 f"the engine ({own})")
     return (f"other processes/steal took {f0:.0f} % vs {f1:.0f} % of the CPUs, so not contention from "
-            f"outside: the engine itself varied ({own})")
+            f"outside: the same work ran slower on the cores ({own}; on a shared VM the host's doing, "
+            "docs/variance.md)")
