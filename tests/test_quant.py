@@ -309,6 +309,63 @@ def test_nncf_quantize_tiny_graph(tmp_path):
     assert c > 0.98
 
 
+def _conv_eltwise_net(path):
+    """x (1,3,16,16) -> conv -> (h - mean(h)) / sqrt(var + eps) * g + b (a GroupNorm-like chain of
+    elementwise ops) -> conv -> y: convolutions with normalisation arithmetic between them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+             (("w1", (8, 3, 3, 3)), ("w2", (4, 8, 3, 3)), ("g", (1, 8, 1, 1)), ("b", (1, 8, 1, 1)))]
+    inits.append(numpy_helper.from_array(np.array([1e-5], np.float32), "eps"))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["h"], ["mu"], name="mean", axes=[2, 3]),
+        helper.make_node("Sub", ["h", "mu"], ["c"], name="sub"),
+        helper.make_node("Mul", ["c", "c"], ["c2"], name="sq"),
+        helper.make_node("ReduceMean", ["c2"], ["var"], name="var", axes=[2, 3]),
+        helper.make_node("Add", ["var", "eps"], ["ve"], name="add_eps"),
+        helper.make_node("Sqrt", ["ve"], ["sd"], name="sqrt"),
+        helper.make_node("Div", ["c", "sd"], ["n"], name="div"),
+        helper.make_node("Mul", ["n", "g"], ["ng"], name="scale"),
+        helper.make_node("Add", ["ng", "b"], ["nb"], name="shift"),
+        helper.make_node("Conv", ["nb", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "convnorm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _fq_consumers(xml) -> set:
+    import openvino as ov
+
+    kinds = set()
+    for op in ov.Core().read_model(str(xml)).get_ops():
+        if op.get_type_name() == "FakeQuantize":
+            kinds |= {t.get_node().get_type_name() for out in op.outputs() for t in out.get_target_inputs()}
+    return kinds
+
+
+@pytest.mark.openvino
+def test_nncf_head_policy_quantizes_only_convolutions_and_matmuls(tmp_path):
+    """Heads on OpenVINO follow the ONNX Runtime policy: FakeQuantize feeds only Convolution/MatMul,
+    never the normalisation arithmetic between them (NNCF's defaults quantize that too)."""
+    pytest.importorskip("nncf")
+    from edgefss.quant.nncf_int8 import HEAD_QUANT_TYPES, quantize_ov
+
+    _conv_eltwise_net(tmp_path / "m.onnx")
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    info = quantize_ov(tmp_path / "m.onnx", tmp_path / "q.xml", feeds, transformer=False, ignored=[],
+                       only_types=HEAD_QUANT_TYPES)
+    assert _fq_consumers(tmp_path / "q.xml") == {"Convolution"}
+    assert info["quantized_op_types"] == list(HEAD_QUANT_TYPES)
+    quantize_ov(tmp_path / "m.onnx", tmp_path / "d.xml", feeds, transformer=False, ignored=[])
+    assert _fq_consumers(tmp_path / "d.xml") - {"Convolution", "MatMul"}  # what the policy removes
+    c = cosine(_engine(tmp_path / "m.onnx")(feeds[0])["y"], _engine(tmp_path / "q.xml", "openvino", "int8")(feeds[0])["y"])
+    assert c > 0.98
+
+
 def test_activation_matmuls_are_quantized_and_counted(tmp_path):
     """Activation x activation MatMuls (correlations) are quantized like weight MatMuls (the policy
     of quant/ort_int8.py), and the info the manifest records counts them; a weight read through a

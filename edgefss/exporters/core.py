@@ -193,7 +193,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
             enc_f, head_f = calibration_feeds(builder, ref, calib_eps)
             feeds = {"encoder": enc_f, "head": head_f}
             if o.backend == "openvino":
-                from edgefss.quant.nncf_int8 import quantize_ov
+                from edgefss.quant.nncf_int8 import HEAD_QUANT_TYPES, quantize_ov
                 from edgefss.quant.ort_int8 import last_layers
 
                 qinfo = {}
@@ -201,7 +201,8 @@ def run_export(o: ExportOptions, log=print) -> Path:
                     ign = [] if name == "encoder" else last_layers(require("onnx", "INT8").load(str(fp32[name])))
                     graphs_src[name] = work / f"{name}.int8.xml"
                     qinfo[name] = quantize_ov(fp32[name], graphs_src[name], feeds[name],
-                                              transformer=(o.model == "cst"), ignored=ign)
+                                              transformer=(o.model == "cst"), ignored=ign,
+                                              only_types=HEAD_QUANT_TYPES if name == "head" else None)
                 method = "openvino nncf"
             else:
                 from edgefss.quant.ort_int8 import describe_format

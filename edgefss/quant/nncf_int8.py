@@ -10,7 +10,17 @@ from __future__ import annotations
 from edgefss.errors import require
 
 
-def quantize_ov(onnx_fp32_path, out_xml, feeds: list, transformer: bool, ignored: list) -> dict:
+# What a head graph may quantize on OpenVINO: the same policy as ONNX Runtime (quant/ort_int8.py
+# QUANT_OPS). Left to its defaults NNCF also put FakeQuantize on the elementwise and reduction ops of
+# the Sinkhorn, GroupNorm and softmax-like arithmetic (931 FakeQuantize nodes in the 400 px TLG head, 14
+# of them feeding a Convolution directly), which costs accuracy and makes its statistics pass hold
+# ~3 GB at 400 px.
+HEAD_QUANT_TYPES = ("Convolution", "GroupConvolution", "MatMul")
+_NEVER_QUANTIZED = {"Parameter", "Result", "Constant"}
+
+
+def quantize_ov(onnx_fp32_path, out_xml, feeds: list, transformer: bool, ignored: list,
+                only_types: tuple | None = None) -> dict:
     """Quantize an FP32 ONNX graph with NNCF and save OpenVINO IR (xml + bin).
 
     Args:
@@ -18,6 +28,8 @@ def quantize_ov(onnx_fp32_path, out_xml, feeds: list, transformer: bool, ignored
         feeds: calibration feeds [{input name: float32 array}].
         transformer: use nncf.ModelType.TRANSFORMER (CST).
         ignored: node names kept float (e.g. the head's last layers).
+        only_types: OpenVINO op types whose inputs may be quantized (None: NNCF's defaults); every
+            other type in the graph goes to NNCF's IgnoredScope.
 
     Returns:
         dict(model_type, subset_size, ignored).
@@ -28,11 +40,16 @@ def quantize_ov(onnx_fp32_path, out_xml, feeds: list, transformer: bool, ignored
     kwargs = {}
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    if ignored:
+    skip_types = []
+    if only_types is not None:
+        present = {op.get_type_name() for op in model.get_ops()}
+        skip_types = sorted(present - set(only_types) - _NEVER_QUANTIZED)
+    if ignored or skip_types:
         # OV friendly names follow the ONNX node names; validate=False tolerates ones folded away
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), types=skip_types, validate=False)
     qmodel = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **kwargs)
     ov.save_model(qmodel, str(out_xml), compress_to_fp16=False)
     # the IR holds no ISA-specific form: the CPU plugin picks VNNI/AMX/AVX2 kernels when it compiles
     return {"tool": f"nncf {nncf.__version__}", "model_type": "TRANSFORMER" if transformer else "default",
-            "subset_size": len(feeds), "ignored": list(ignored), "target_isa": "any (chosen by OpenVINO at load)"}
+            "subset_size": len(feeds), "ignored": list(ignored), "target_isa": "any (chosen by OpenVINO at load)",
+            "quantized_op_types": list(only_types) if only_types is not None else "nncf default"}
