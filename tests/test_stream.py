@@ -336,3 +336,23 @@ def test_frames_schedule_on_openvino_runs_on_stream_compile(tmp_path, frames, ov
     assert int(be._streams[2]["head"].get_property("INFERENCE_NUM_THREADS")) == 2
     assert getattr(be._local, "compiled", None) is None  # this thread was never bound to the streams
     assert not _workers()
+
+
+def test_openvino_requests_outlive_the_stream_threads(tmp_path, frames):
+    """A request's first infer allocates its intermediates (~1 s for the 400 px TLG head), so the
+    frame workers of a later stream must reuse the requests of an earlier one rather than make
+    their own: after two streams the pool holds the same request objects, one per frame in flight."""
+    pytest.importorskip("openvino")
+    seg = Segmenter.load(build_tiny_bundle(tmp_path / "ov", "tlg", backend="openvino"), backend="openvino",
+                         threads=1)
+    seg.set_support(frames[:1], ["dog"])
+    be = seg.backend
+    list(seg.predict_stream(frames, schedule="frames"))
+    key = (id(be._streams[2]), "head")
+    first = {id(r) for r in be._idle[key]}
+    assert 1 <= len(first) <= 2  # never more requests than frames in flight
+    list(seg.predict_stream(frames, schedule="frames"))
+    assert {id(r) for r in be._idle[key]} == first
+    seg.predict(frames[0])  # the caller's thread: the latency compile's own pool, not the streams'
+    assert len(be._idle[(id(be.compiled), "head")]) == 1 and {id(r) for r in be._idle[key]} == first
+    assert not _workers()

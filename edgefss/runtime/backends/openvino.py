@@ -13,10 +13,14 @@ from edgefss.errors import InputError, require
 class OpenVinoBackend:
     """Runs a bundle's graphs with openvino.Core.compile_model.
 
-    An InferRequest is not thread-safe, so each thread gets its own (threading.local); the compiled
-    model itself is shared. That latency compile has one CPU stream, so concurrent requests queue
-    behind each other; `concurrent_runs(n)` makes a second compile with n streams for threads that
-    predict frames in parallel (runtime/stream.py), leaving single-query latency as it was.
+    An InferRequest is not thread-safe, so a call takes one from a pool per (compile, graph) for
+    the time of its infer and gives it back; the compiled model itself is shared. The pool outlives
+    the threads: a request's first infer allocates its intermediates (the graphs have a dynamic
+    batch dim), about 1 s for the 400 px TLG head, so requests owned by threads (threading.local)
+    made every new stream pay that again in each of its workers. The latency compile has one CPU
+    stream, so concurrent requests queue behind each other; `concurrent_runs(n)` makes a second
+    compile with n streams for threads that predict frames in parallel (runtime/stream.py), leaving
+    single-query latency as it was.
 
     Args:
         files: graph name -> .onnx or .xml path.
@@ -50,9 +54,11 @@ class OpenVinoBackend:
             g: core.compile_model(core.read_model(str(p)), self.device, cfg) for g, p in files.items()
         }
         self.outputs = {g: [_port_name(o) for o in c.outputs] for g, c in self.compiled.items()}
-        self._local = threading.local()
+        self._local = threading.local()  # .compiled: the stream compile a frame worker is bound to
         self._streams: dict[int, dict] = {}  # n -> graph -> model compiled with NUM_STREAMS = n
         self._streams_lock = threading.Lock()
+        self._idle: dict[tuple[int, str], list] = {}  # (id of a compile set, graph) -> idle requests
+        self._idle_lock = threading.Lock()
 
     def concurrent_runs(self, n: int):
         """Prepare for `n` threads running the graphs at once; returns the initializer each of those
@@ -75,24 +81,30 @@ class OpenVinoBackend:
         compiled = self._streams[n]
 
         def bind() -> None:
-            self._local.compiled, self._local.requests = compiled, {}
+            self._local.compiled = compiled
 
         return bind
 
-    def _request(self, graph: str):
-        reqs = getattr(self._local, "requests", None)
-        if reqs is None:
-            reqs = self._local.requests = {}
-        if graph not in reqs:
-            reqs[graph] = getattr(self._local, "compiled", self.compiled)[graph].create_infer_request()
-        return reqs[graph]
+    def _take(self, graph: str):
+        """(pool key, request): an idle request of this thread's compile for `graph`, else a new one."""
+        compiled = getattr(self._local, "compiled", None) or self.compiled
+        key = (id(compiled), graph)
+        with self._idle_lock:
+            idle = self._idle.setdefault(key, [])
+            if idle:
+                return key, idle.pop()
+        return key, compiled[graph].create_infer_request()
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """feeds: input name -> array. Returns output name -> array (copied out of the request)."""
-        req = self._request(graph)
-        res = req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
-        # results alias the request's buffers, which the next infer overwrites: copy them out
-        return {name: np.array(res[i], copy=True) for i, name in enumerate(self.outputs[graph])}
+        key, req = self._take(graph)
+        try:
+            res = req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            # results alias the request's buffers, which the next infer overwrites: copy them out
+            return {name: np.array(res[i], copy=True) for i, name in enumerate(self.outputs[graph])}
+        finally:
+            with self._idle_lock:
+                self._idle[key].append(req)
 
 
 def _port_name(port) -> str:
