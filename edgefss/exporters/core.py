@@ -155,6 +155,9 @@ def run_export(o: ExportOptions, log=print) -> Path:
 
     # how the 4D convs are written (conv4d_forms.py); {graph: form name} for the manifest
     conv4d_forms = set_export_forms(mg.graphs, o.backend, o.precision)
+    from edgefss.exporters.cst_forms import set_cst_forms
+
+    learner_forms = set_cst_forms(mg.graphs, o.backend, o.precision)  # CST attention blocks (cst_forms.py)
     if mg.random_init:
         log(f"note: {o.model} has no checkpoint: exporting RANDOMLY INITIALISED weights (figures test the "
             "toolchain, not model accuracy)")
@@ -233,7 +236,7 @@ def run_export(o: ExportOptions, log=print) -> Path:
 
             text_encoder = stage_text_encoder(o, table, work, w, log)
         manifest = _manifest(o, mg, pre, fp32, observed, files, verification, manifest_q, manifest_gate, table,
-                             conv4d_forms)
+                             conv4d_forms, learner_forms)
         if o.model == "tlg":  # where the query pseudo-masks come from on the device (runtime/cam.py)
             manifest["pseudo"] = cam if cam is not None else {"kind": "prior"}
         if text_encoder is not None:
@@ -350,7 +353,8 @@ def _gate(o, mg, fp32, feeds, work, builder, ref, engine, gate_eps, log) -> dict
     return entry
 
 
-def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table, conv4d_forms=None) -> dict:
+def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, table, conv4d_forms=None,
+              learner_forms=None) -> dict:
     fmt = get_format(o.backend, o.precision)
     ext = fmt.suffix
     graphs = {}
@@ -367,6 +371,8 @@ def _manifest(o, mg, pre, fp32, observed, files, verification, quant, gate, tabl
         if name in (conv4d_forms or {}):
             # how the 4D convs were written (exporters/conv4d_forms.py): same numbers, other op layout
             entry["conv4d_form"] = conv4d_forms[name]
+        if name in (learner_forms or {}):
+            entry["learner_form"] = learner_forms[name]  # CST attention blocks (exporters/cst_forms.py)
         graphs[name] = entry
     man = {
         "model": o.model, "variant": mg.variant, "backend": o.backend, "precision": o.precision,

@@ -19,10 +19,13 @@ it as a constant and has no Resize node.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from edgefss.errors import InputError
+from edgefss.exporters.cst_forms import OFFICIAL, cst_learner_export
 from edgefss.models.cst import CST
 from edgefss.models.dino_vit import DEPTH, EMBED_DIM, HEADS
 
@@ -64,9 +67,11 @@ class CSTHeadGraph(nn.Module):
     def __init__(self, model: CST):
         super().__init__()
         self.model = model
+        self.learner_form = OFFICIAL  # how the attention blocks are written in the export only
 
     def forward(self, query_feats, support_feats, support_mask):
-        out = self.model.head(query_feats, support_feats, support_mask)
+        with _export_form(self):
+            out = self.model.head(query_feats, support_feats, support_mask)
         return out["cls_logits"], out["seg_logits"]
 
 
@@ -76,10 +81,19 @@ class CSTLearnerGraph(nn.Module):
     def __init__(self, model: CST):
         super().__init__()
         self.model = model
+        self.learner_form = OFFICIAL
 
     def forward(self, corr, support_mask):
-        out = self.model.learner(corr, support_mask)
+        with _export_form(self):
+            out = self.model.learner(corr, support_mask)
         return out["cls_logits"], out["seg_logits"]
+
+
+def _export_form(wrapper):
+    """The wrapper's learner form while an ONNX export traces it; the official order otherwise."""
+    if torch.onnx.is_in_onnx_export() and wrapper.learner_form != OFFICIAL:
+        return cst_learner_export(wrapper.model, wrapper.learner_form)
+    return contextlib.nullcontext()
 
 
 def cst_example_inputs(model: CST, imgsz: int | None = None, n_support: int = 2, seed: int = 0) -> dict:

@@ -76,14 +76,30 @@ class CorrAttention(nn.Module):
             nn.GroupNorm(groups, cout), nn.ReLU(),
         )
         self.out_norm = nn.GroupNorm(groups, cout)
+        # False: the official order (1x1 convs, then pool). True: pool x first, then the 1x1 convs
+        # of the pooled branches (shortcut, q), and k, v as two convs instead of a chunk; the same
+        # arithmetic (a 1x1 conv is per token and the pool averages tokens; bias included), reordered,
+        # so ~1e-6 apart. Set only while exporting (exporters/cst_forms.py): the pooled branches
+        # then convolve 1+(g/k)^2 tokens instead of 1+g^2, and no split copies the qkv tensor.
+        self.pool_first = False
 
     def forward(self, x: torch.Tensor, support_mask: torch.Tensor | None) -> torch.Tensor:
         T, S = x.shape[2], x.shape[3]
-        shortcut = self.short_cut(x)
-        # channel layout of qkv is (3, heads, c): chunk splits q/k/v, reshape splits heads
-        q, k, v = self.qkv(x).chunk(3, dim=1)
+        if self.pool_first:
+            px = self.pool(x)
+            conv, _, norm, relu = self.short_cut
+            shortcut = relu(norm(conv(px)))
+            h = self.qkv.out_channels // 3
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.conv2d(px, w[:h], b[:h])
+            k = F.conv2d(x, w[h:2 * h], b[h:2 * h])
+            v = F.conv2d(x, w[2 * h:], b[2 * h:])
+        else:
+            shortcut = self.short_cut(x)
+            # channel layout of qkv is (3, heads, c): chunk splits q/k/v, reshape splits heads
+            q, k, v = self.qkv(x).chunk(3, dim=1)
+            q = self.pool(q)
         c = q.shape[1] // self.heads
-        q = self.pool(q)
         L = q.shape[3]
         q = q.reshape(-1, self.heads, c, T, L).permute(0, 1, 3, 4, 2)  # (B,g,T,L,c)
         k = k.reshape(-1, self.heads, c, T, S).permute(0, 1, 3, 2, 4)  # (B,g,T,c,S)
