@@ -101,3 +101,21 @@ def test_exported_head_in_pool_first_form_matches_torch_and_drops_the_qkv_split(
     assert counts[POOL_FIRST]["Split"] == 0
     assert counts[POOL_FIRST]["Slice"] == counts[OFFICIAL]["Slice"] - 2 * (3 + 2)
     assert counts[POOL_FIRST]["Conv"] == counts[OFFICIAL]["Conv"] + 2 * 2
+
+
+def test_backend_table_keeps_the_official_order_where_unmeasured():
+    """TensorRT (and anything not measured) exports the official order; the measured CPU engines
+    pool first; the manifest records what was set."""
+
+    class _G:
+        def __init__(self, module):
+            self.module = module
+
+    class _Wrapper:
+        learner_form = OFFICIAL
+
+    for target, want in ((("tensorrt", "fp16"), OFFICIAL), (("tensorrt", "int8"), OFFICIAL),
+                         (("onnxruntime", "int8"), POOL_FIRST), (("openvino", "fp32"), POOL_FIRST)):
+        g = {"head": _G(_Wrapper()), "encoder": _G(object())}
+        assert set_cst_forms(g, *target) == {"head": want}
+        assert g["head"].module.learner_form == want
