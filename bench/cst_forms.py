@@ -20,15 +20,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import cpu_info, time_interleaved  # noqa: E402
+import torch
+from _harness import cpu_info, time_interleaved
 
-import torch  # noqa: E402
-
-from edgefss.exporters.cst_forms import FORMS, OFFICIAL  # noqa: E402
-from edgefss.exporters.cst_graphs import CST_IO, CSTHeadGraph, cst_example_inputs  # noqa: E402
-from edgefss.exporters.graphs import GraphDef  # noqa: E402
-from edgefss.exporters.onnx_export import export_graph  # noqa: E402
-from edgefss.models import build_model  # noqa: E402
+from edgefss.exporters.cst_forms import FORMS, OFFICIAL
+from edgefss.exporters.cst_graphs import CST_IO, CSTHeadGraph, cst_example_inputs
+from edgefss.exporters.graphs import GraphDef
+from edgefss.exporters.onnx_export import export_graph
+from edgefss.models import build_model
 
 
 def main(argv=None) -> int:
