@@ -12,9 +12,8 @@ forms equal it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from edgefss.errors import InputError
+from edgefss.exporters.swap import set_on_wrappers, swapped
 from edgefss.models.hsnet import EAGER_FORM, Conv4dForm, HPNLearner
 
 FORMS = {
@@ -56,7 +55,6 @@ def form_for(backend: str, precision: str) -> Conv4dForm:
     return FORMS[key]
 
 
-@contextmanager
 def conv4d_export(module, form: Conv4dForm):
     """Within the block every HPNLearner in `module` (itself included) runs in `form`.
 
@@ -65,14 +63,7 @@ def conv4d_export(module, form: Conv4dForm):
     if not isinstance(form, Conv4dForm):
         raise InputError(f"conv4d form must be a Conv4dForm, got {type(form).__name__}")
     targets = [m for m in module.modules() if isinstance(m, HPNLearner)] if form != EAGER_FORM else []
-    saved = [m.conv4d_form for m in targets]
-    try:
-        for m in targets:
-            m.conv4d_form = form
-        yield len(targets)
-    finally:
-        for m, f in zip(targets, saved):
-            m.conv4d_form = f
+    return swapped(targets, "conv4d_form", form)
 
 
 def set_export_forms(graphs: dict, backend: str, precision: str) -> dict:
@@ -82,10 +73,4 @@ def set_export_forms(graphs: dict, backend: str, precision: str) -> dict:
     Returns: {graph name: FORMS key} of the wrappers set.
     """
     key = BACKEND_FORM.get((backend, precision), "eager")
-    form = form_for(backend, precision)
-    done = {}
-    for name, g in graphs.items():
-        if hasattr(g.module, "conv4d_form"):
-            g.module.conv4d_form = form
-            done[name] = key
-    return done
+    return set_on_wrappers(graphs, "conv4d_form", form_for(backend, precision), key)

@@ -14,9 +14,8 @@ official order (not measured).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from edgefss.errors import InputError
+from edgefss.exporters.swap import set_on_wrappers, swapped
 
 OFFICIAL, POOL_FIRST = "official", "pool_first"
 FORMS = (OFFICIAL, POOL_FIRST)
@@ -34,7 +33,6 @@ def _blocks(module):
     return [m for m in module.modules() if isinstance(m, CorrAttention)]
 
 
-@contextmanager
 def cst_learner_export(module, form: str):
     """Within the block every CorrAttention in `module` runs in `form` (OFFICIAL or POOL_FIRST).
 
@@ -42,24 +40,11 @@ def cst_learner_export(module, form: str):
     """
     if form not in FORMS:
         raise InputError(f"CST learner form {form!r}; expected one of {list(FORMS)}")
-    targets = _blocks(module) if form == POOL_FIRST else []
-    saved = [m.pool_first for m in targets]
-    try:
-        for m in targets:
-            m.pool_first = True
-        yield len(targets)
-    finally:
-        for m, f in zip(targets, saved):
-            m.pool_first = f
+    return swapped(_blocks(module) if form == POOL_FIRST else [], "pool_first", True)
 
 
 def set_cst_forms(graphs: dict, backend: str, precision: str) -> dict:
     """Give every graph wrapper with a `learner_form` (CSTHeadGraph, CSTLearnerGraph) the form for
     this target. Args: graphs {name: GraphDef}. Returns {graph name: form} of the wrappers set."""
     form = BACKEND_FORM.get((backend, precision), OFFICIAL)
-    done = {}
-    for name, g in graphs.items():
-        if hasattr(g.module, "learner_form"):
-            g.module.learner_form = form
-            done[name] = form
-    return done
+    return set_on_wrappers(graphs, "learner_form", form, form)

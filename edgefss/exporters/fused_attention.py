@@ -14,9 +14,8 @@ tensorrt builds keep the plain pattern.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from edgefss.errors import InputError, require
+from edgefss.exporters.swap import swapped
 
 MS_MHA = "com.microsoft.MultiHeadAttention"
 PLAIN = "MatMul/Softmax"
@@ -58,7 +57,6 @@ def _ms_mha():
     return attend
 
 
-@contextmanager
 def attention_export(module, form: str):
     """Within the block, every swappable attention core (`.attend`) in `module` exports as `form`.
 
@@ -73,15 +71,7 @@ def attention_export(module, form: str):
     from edgefss.models.dino_vit import Attention
 
     targets = [m for m in module.modules() if isinstance(m, Attention)] if form == MS_MHA else []
-    saved = [m.attend for m in targets]
-    fused = _ms_mha() if targets else None
-    try:
-        for m in targets:
-            m.attend = fused
-        yield len(targets)
-    finally:
-        for m, fn in zip(targets, saved):
-            m.attend = fn
+    return swapped(targets, "attend", _ms_mha() if targets else None)
 
 
 def count_fused(model) -> int:
